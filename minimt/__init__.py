@@ -1,0 +1,7 @@
+"""minimt: a small, readable multi-task sentence transformer in plain PyTorch."""
+from minimt.config import BertConfig
+from minimt.encoder import SentenceEncoder
+from minimt.model import BertModel
+from minimt.similarity import cos_sim, evaluate_sts, semantic_search
+
+__all__ = ["BertConfig", "BertModel", "SentenceEncoder", "cos_sim", "semantic_search", "evaluate_sts"]

@@ -1,0 +1,102 @@
+"""SentenceEncoder: sentences in, fixed-length embeddings out (what sentence-transformers' encode does).
+
+    texts ─► tokenize (cut at max_seq_length) ─► sort by length ─► batches padded to their longest
+          ─► BertModel (B, T, H) ─► pool over real tokens (B, H) ─► L2-normalise ─► back in input order
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from minimt import download
+from minimt.config import BertConfig
+from minimt.model import BertModel
+from minimt.pooling import normalize as l2_normalize
+from minimt.pooling import pool
+from minimt.tokenizer import Tokenizer
+from minimt.weights import load_weights
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class SentenceEncoder:
+    def __init__(self, model: BertModel, tokenizer: Tokenizer):
+        self.model = model.eval()  # inference: no dropout
+        self.tokenizer = tokenizer
+        self.config = model.config
+
+    @classmethod
+    def from_pretrained(cls, name_or_path="all-MiniLM-L6-v2", dtype="float32", attention="sdpa"):
+        """A checkpoint directory, or a name looked up in weights/ (and fetched there if absent)."""
+        path = resolve(name_or_path)
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}")
+        cfg = BertConfig.from_dir(path)
+        model = BertModel(cfg)
+        load_weights(model, path / "model.safetensors")
+        model.set_attention(attention)
+        model.to(DTYPES[dtype])
+        return cls(model, Tokenizer(path / "tokenizer.json", cfg.max_seq_length, cfg.do_lower_case))
+
+    @property
+    def dim(self):
+        return self.config.hidden_size
+
+    @torch.inference_mode()
+    def encode(self, sentences, batch_size=32, normalize=None, convert_to="numpy", show_progress_bar=False):
+        """str -> (D,) vector; list of str -> (N, D). float32 numpy by default, or a torch tensor."""
+        single = isinstance(sentences, str)
+        texts = [sentences] if single else _check_texts(sentences)
+        if convert_to not in ("numpy", "torch"):
+            raise ValueError(f"convert_to={convert_to!r} is not supported; use 'numpy' or 'torch'")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        normalize = self.config.normalize if normalize is None else normalize
+
+        ids = self.tokenizer.encode(texts)
+        # longest first: similar lengths share a batch, so little compute is spent on padding
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out = torch.empty(len(texts), self.dim, dtype=torch.float32)
+        starts = range(0, len(order), batch_size)
+        for n, start in enumerate(starts):
+            idx = order[start:start + batch_size]
+            batch = self.tokenizer.pad([ids[i] for i in idx])
+            hidden = self.model(**batch)                                      # (b, T, H)
+            emb = pool(hidden, batch["attention_mask"], self.config.pooling)  # (b, H)
+            if normalize:
+                emb = l2_normalize(emb)
+            out[idx] = emb.float()                                            # scatter back to input order
+            if show_progress_bar:
+                print(f"\rbatches {n + 1}/{len(starts)}", end="", file=sys.stderr, flush=True)
+        if show_progress_bar:
+            print(file=sys.stderr)
+
+        if single:
+            out = out[0]
+        return out if convert_to == "torch" else out.numpy()
+
+
+def _check_texts(sentences):
+    if sentences is None:
+        raise TypeError("encode() got None; pass a string or a list of strings")
+    if isinstance(sentences, (bytes, dict)) or not hasattr(sentences, "__iter__"):
+        raise TypeError(f"encode() takes a string or a list of strings, got {type(sentences).__name__}")
+    texts = list(sentences)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            hint = " (a nested list? pass a flat list of strings)" if isinstance(t, (list, tuple)) else ""
+            raise TypeError(f"sentences[{i}] is {type(t).__name__}, not str{hint}")
+    return texts
+
+
+def resolve(name_or_path):
+    """A directory as given, else weights/<name>, fetched there the first time it is asked for."""
+    p = Path(name_or_path)
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise FileNotFoundError(f"{p} has no config.json; is it a BERT checkpoint directory?")
+        return p
+    if download.is_complete(str(name_or_path)):
+        return download.local_dir(str(name_or_path))
+    return download.fetch(str(name_or_path))

@@ -1,0 +1,48 @@
+"""Text -> token ids, with the truncation and padding sentence-transformers applies.
+
+The WordPiece tokenizer itself is Hugging Face `tokenizers` reading tokenizer.json; this file only fixes its
+settings. That matters: all-MiniLM-L6-v2's tokenizer.json bakes in truncation at 128 and fixed padding to 128,
+while sentence-transformers cuts at max_seq_length = 256 and pads to the longest text of each batch.
+"""
+import numpy as np
+import torch
+from tokenizers import Tokenizer as HFTokenizer
+
+
+class Tokenizer:
+    def __init__(self, path, max_seq_length, do_lower_case=False):
+        try:
+            self.tok = HFTokenizer.from_file(str(path))
+        except Exception as e:  # tokenizers raises a bare Exception for a missing or broken file
+            raise ValueError(f"cannot read tokenizer {path}: {e}; the checkpoint directory needs the "
+                             f"tokenizer.json of its model") from None
+        # replace whatever tokenizer.json says: cut at max_seq_length (special tokens included), no padding
+        # here, because each batch is padded on its own to its longest text (see pad)
+        self.tok.enable_truncation(max_length=max_seq_length)
+        self.tok.no_padding()
+        self.max_seq_length = max_seq_length
+        self.do_lower_case = do_lower_case
+        pad = self.tok.token_to_id("[PAD]")
+        self.pad_id = 0 if pad is None else pad
+
+    def encode(self, texts):
+        """list[str] -> list of token-id lists, each [CLS] ... [SEP], at most max_seq_length long."""
+        # sentence-transformers strips each text (and lower-cases when its config says so) before tokenizing
+        texts = [t.strip() for t in texts]
+        if self.do_lower_case:
+            texts = [t.lower() for t in texts]
+        return [e.ids for e in self.tok.encode_batch(texts)]
+
+    def pad(self, ids):
+        """list of token-id lists -> dict of (B, T) int64 tensors, T = longest in this batch."""
+        B, T = len(ids), max(len(x) for x in ids)
+        input_ids = np.full((B, T), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((B, T), dtype=np.int64)
+        for b, x in enumerate(ids):
+            input_ids[b, :len(x)] = x
+            attention_mask[b, :len(x)] = 1
+        return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask),
+                "token_type_ids": torch.zeros(B, T, dtype=torch.int64)}  # one segment: all type 0
+
+    def __call__(self, texts):
+        return self.pad(self.encode(texts))

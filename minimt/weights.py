@@ -1,0 +1,109 @@
+"""Loading a pretrained BERT checkpoint (model.safetensors) into minimt's BertModel.
+
+Checkpoints name their tensors after Hugging Face's module tree; minimt's tree is flatter. The table below is the
+whole mapping, one line per tensor kind. Two dialects are in circulation and both load:
+  bare keys   embeddings.word_embeddings.weight, encoder.layer.0..., pooler.dense.weight   (all-MiniLM-L6-v2)
+  BERT-style  bert.embeddings..., LayerNorm.gamma / .beta, plus cls.* pre-training heads     (bert-base-uncased)
+Every tensor is then checked: no key missing, none left over, every shape equal, before anything is copied.
+"""
+import re
+
+import torch
+from safetensors import safe_open
+
+# checkpoint name (after dialect clean-up) -> minimt name; {i} is the layer number
+RENAMES = [
+    ("embeddings.word_embeddings.weight", "embeddings.word.weight"),
+    ("embeddings.position_embeddings.weight", "embeddings.position.weight"),
+    ("embeddings.token_type_embeddings.weight", "embeddings.token_type.weight"),
+    ("embeddings.LayerNorm.{p}", "embeddings.ln.{p}"),
+    ("encoder.layer.{i}.attention.self.query.{p}", "layers.{i}.attn.query.{p}"),
+    ("encoder.layer.{i}.attention.self.key.{p}", "layers.{i}.attn.key.{p}"),
+    ("encoder.layer.{i}.attention.self.value.{p}", "layers.{i}.attn.value.{p}"),
+    ("encoder.layer.{i}.attention.output.dense.{p}", "layers.{i}.attn.out.{p}"),
+    ("encoder.layer.{i}.attention.output.LayerNorm.{p}", "layers.{i}.ln1.{p}"),
+    ("encoder.layer.{i}.intermediate.dense.{p}", "layers.{i}.ffn.up.{p}"),
+    ("encoder.layer.{i}.output.dense.{p}", "layers.{i}.ffn.down.{p}"),
+    ("encoder.layer.{i}.output.LayerNorm.{p}", "layers.{i}.ln2.{p}"),
+]
+# present in checkpoints, deliberately not loaded:
+#   pooler.*        BERT's next-sentence pooler (tanh on [CLS]); sentence-transformers never uses it
+#   cls.*           masked-LM / next-sentence prediction heads from pre-training
+#   *.position_ids  a constant arange(512) buffer that older transformers versions saved
+IGNORED = re.compile(r"^(pooler\.|cls\.)|position_ids$")
+
+
+def _compile(pattern):
+    # "{i}" matches a layer number, "{p}" matches weight or bias; everything else is literal
+    rx = re.escape(pattern).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{p\}", r"(?P<p>weight|bias)")
+    return re.compile(f"^{rx}$")
+
+
+_RULES = [(_compile(src), dst) for src, dst in RENAMES]
+_REVERSE = [(_compile(dst), src) for src, dst in RENAMES]
+
+
+def rename(key):
+    """Checkpoint key -> minimt key, or None for keys we ignore. Unknown keys raise."""
+    if key.startswith("bert."):  # BERT-style: the encoder sits under bert., next to the cls.* heads
+        key = key[len("bert."):]
+    # TF-era LayerNorm names (gamma = scale, beta = shift)
+    key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
+    key = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
+    if IGNORED.search(key):
+        return None
+    for rx, dst in _RULES:
+        m = rx.match(key)
+        if m:
+            return dst.format(**m.groupdict())
+    raise KeyError(key)
+
+
+def checkpoint_name(ours):
+    """minimt key -> the (bare-dialect) checkpoint key it is loaded from; for error messages."""
+    for rx, src in _REVERSE:
+        m = rx.match(ours)
+        if m:
+            return src.format(**m.groupdict())
+    return ours
+
+
+def load_weights(model, path):
+    """Copy every tensor of model.safetensors at `path` into `model` (a minimt BertModel), checking as it goes."""
+    expected = model.state_dict()
+    found = {}  # minimt key -> checkpoint key
+    with safe_open(str(path), framework="pt") as f:
+        for ckpt_key in f.keys():
+            try:
+                ours = rename(ckpt_key)
+            except KeyError:
+                raise ValueError(f"{path}: unexpected tensor {ckpt_key!r}; it matches no line of the rename table "
+                               f"in minimt/weights.py. Is this a BERT checkpoint?") from None
+            if ours is None:
+                continue
+            if ours in found:
+                raise ValueError(f"{path}: tensors {found[ours]!r} and {ckpt_key!r} both map to {ours!r}")
+            found[ours] = ckpt_key
+
+        missing = sorted(set(expected) - set(found))
+        if missing:
+            raise ValueError(f"{path}: {len(missing)} tensor(s) missing, e.g. {checkpoint_name(missing[0])!r} "
+                           f"(model has {len(expected)}, checkpoint provides {len(found)}). Does config.json "
+                           f"(num_hidden_layers={model.config.num_hidden_layers}) match the weights?")
+        extra = sorted(set(found) - set(expected))
+        if extra:
+            raise ValueError(f"{path}: tensor {found[extra[0]]!r} has no place in the model "
+                           f"(config.json has num_hidden_layers={model.config.num_hidden_layers})")
+        assert len(found) == len(expected)
+
+        for ours, ckpt_key in found.items():
+            shape = tuple(f.get_slice(ckpt_key).get_shape())  # reads the header only, not the data
+            if shape != tuple(expected[ours].shape):
+                raise ValueError(f"{path}: {ckpt_key!r} has shape {shape} but {ours!r} needs "
+                                 f"{tuple(expected[ours].shape)}; config.json does not match the weights")
+
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for ours, ckpt_key in found.items():
+                params[ours].copy_(f.get_tensor(ckpt_key))  # copy_ also casts to the model's dtype
+    return model
