@@ -27,9 +27,7 @@ class Tokenizer:
 
     def encode(self, texts):
         """list[str] -> list of token-id lists, each [CLS] ... [SEP], at most max_seq_length long."""
-        # sentence-transformers strips each text (and lower-cases when its config says so) before tokenizing
-        texts = [t.strip() for t in texts]
-        if self.do_lower_case:
+        if self.do_lower_case:  # sentence_bert_config.json's own switch, on top of the tokenizer's normaliser
             texts = [t.lower() for t in texts]
         return [e.ids for e in self.tok.encode_batch(texts)]
 

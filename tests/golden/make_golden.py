@@ -1,0 +1,159 @@
+"""Write the golden files: what the reference implementation (sentence-transformers / transformers) outputs.
+
+Run by `make golden` in its own environment (.venv-dev); minimt never computes its own expected values, and the
+tests that read these files need only minimt's dependencies. Outputs, next to this script:
+  minilm.json            inputs (texts, batch), reference token ids, library versions
+  minilm.safetensors     sentence embeddings (sentence-transformers encode) and token-level last_hidden_state
+                         (transformers BertModel on a padded batch, real tokens only)
+  tiny_bert/             a random 3-layer BERT saved in the bert-base-uncased dialect (bert. prefix, LayerNorm
+                         gamma/beta, cls.* heads), with transformers' outputs on ids that use token types 0, 1, 2
+"""
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import sentence_transformers
+import tokenizers
+import torch
+import transformers
+from safetensors.torch import save_file
+from sentence_transformers import SentenceTransformer
+
+HERE = Path(__file__).resolve().parent
+MINILM = HERE.parents[1] / "weights" / "all-MiniLM-L6-v2"
+
+LONG_PARAGRAPH = ("The committee met on Tuesday to review the quarterly budget, and after a long discussion about "
+                  "travel costs, software licences and the price of coffee, it agreed to postpone the decision. ")
+TEXTS = [
+    # the mission's own sentences
+    "I am eating apple",
+    "I like fruits",
+    "This frame work generates embeddings for each sentence",
+    # ordinary English of different lengths
+    "A man is playing a guitar.",
+    "The new movie is awesome, I loved every minute of it!",
+    "Stocks fell sharply on Monday after the central bank raised interest rates by half a point.",
+    "What is the capital of Australia?",
+    # case and accents
+    "HELLO WORLD hello world HeLLo WoRLD",
+    "Café crème brûlée, naïve façade, jalapeño, Ångström, Œuvre",
+    # other scripts
+    "北京是中国的首都。東京は日本の首都です。",
+    "서울은 한국의 수도입니다",
+    "Москва — столица России, а Киев — столица Украины.",
+    "القاهرة هي عاصمة مصر",
+    "שלום עולם, मेरा नाम है, Γειά σου κόσμε",
+    # emoji and symbols
+    "I love pizza 🍕🍕🍕 so much 😍👍🏽",
+    "👨‍👩‍👧‍👦 🏳️‍🌈 ★☆♥ ©®™ ±×÷ ≤≥≠ ∑∫√",
+    # URLs, numbers, code-like text
+    "Visit https://www.example.com/path?query=1&b=two#frag or mail me@example.org",
+    "Call +1 (555) 123-4567 before 10:30am on 2024-03-15; pay $1,299.99 (15% off) for 3.14159 units",
+    "def f(x): return x**2  # squares x; arr[0] = {'key': None}",
+    # whitespace and invisible characters
+    "tabs\tbetween\twords\nand\nnew lines\r\nand carriage returns",
+    "   leading and trailing spaces   ",
+    "zero\u200bwidth\u200cjoiner\u200dand\ufeffbom",
+    "soft\u00adhyphen in\u00adter\u00adna\u00adtion\u00adal",
+    "control\x00chars\x07and\x1bescapes",
+    # degenerate inputs
+    "",
+    " ",
+    "\t\n  \r\n",
+    "a",
+    "?",
+    "Pneumonoultramicroscopicsilicovolcanoconiosis" * 3 + "supercalifragilisticexpialidocious",
+    "x" * 120,
+    # special-token strings written as plain text
+    "[CLS] [SEP] [MASK] [PAD] [UNK]",
+    "the [MASK] sat on the mat [SEP] and then [CLS]",
+    # longer than the 256-token limit: the tail must be cut off exactly as sentence-transformers cuts it
+    LONG_PARAGRAPH * 8,
+    "word " * 600,
+    "é" * 3000,
+]
+# 100,000 characters: must encode without error (and be cut at 256 tokens)
+TEXTS.append(("Supercalifragilistic naïveté " * 3500)[:100_000])
+
+# the token-level check: a padded batch of varied lengths, every real token compared
+BATCH = [0, 5, 8, 9, 15, 18, 21, 24, 31]
+
+
+def versions():
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "sentence_transformers": sentence_transformers.__version__, "tokenizers": tokenizers.__version__,
+            "numpy": np.__version__}
+
+
+def minilm():
+    st = SentenceTransformer(str(MINILM), device="cpu")
+    st.eval()
+    emb = st.encode(TEXTS, batch_size=32, convert_to_numpy=True)  # normalised: modules.json has Normalize
+    feats = st.preprocess(TEXTS)
+    token_ids = [ids[m.bool()].tolist() for ids, m in zip(feats["input_ids"], feats["attention_mask"])]
+
+    model = transformers.AutoModel.from_pretrained(str(MINILM)).eval()
+    batch = st.preprocess([TEXTS[i] for i in BATCH])  # padded to the longest in the batch
+    batch = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state    # (B, T, 384)
+    tensors = {"embeddings": torch.from_numpy(emb)}
+    for j, i in enumerate(BATCH):
+        n = int(batch["attention_mask"][j].sum())
+        tensors[f"hidden.{i}"] = hidden[j, :n].contiguous()  # real tokens only
+    save_file(tensors, HERE / "minilm.safetensors")
+    meta = {"versions": versions(), "model": "sentence-transformers/all-MiniLM-L6-v2",
+            "attn_implementation": model.config._attn_implementation,
+            "texts": TEXTS, "token_ids": token_ids, "batch": BATCH,
+            "padded_length": int(batch["input_ids"].shape[1])}
+    (HERE / "minilm.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"minilm: {len(TEXTS)} texts, batch of {len(BATCH)} padded to {meta['padded_length']} tokens")
+
+
+def tiny_bert():
+    """A random BERT in the bert-base-uncased dialect, and transformers' BertModel outputs on it."""
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=120, hidden_size=48, num_hidden_layers=3, num_attention_heads=6,
+                                  intermediate_size=80, max_position_embeddings=40, type_vocab_size=3,
+                                  layer_norm_eps=1e-7, hidden_act="gelu", hidden_dropout_prob=0.1,
+                                  attention_probs_dropout_prob=0.1)
+    full = transformers.BertForPreTraining(cfg).eval()  # bert.* encoder + cls.* pre-training heads
+    with torch.no_grad():  # default init leaves biases 0 and LayerNorm 1/0: randomise so every tensor matters
+        for name, p in full.named_parameters():
+            if name.endswith("bias") or "LayerNorm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    state = {}
+    for k, v in full.state_dict().items():
+        k = k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+        state[k] = v.clone().contiguous()  # clone: the MLM decoder shares storage with the word embeddings
+    out = HERE / "tiny_bert"
+    out.mkdir(exist_ok=True)
+    save_file(state, out / "model.safetensors")
+    cfg.save_pretrained(out)
+
+    B, T = 4, 17
+    g = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(1, cfg.vocab_size, (B, T), generator=g)
+    token_type_ids = torch.randint(0, cfg.type_vocab_size, (B, T), generator=g)
+    lengths = [17, 9, 1, 13]
+    attention_mask = torch.zeros(B, T, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        attention_mask[b, :n] = 1
+    input_ids[attention_mask == 0] = 0
+    with torch.no_grad():
+        hidden = full.bert(input_ids=input_ids, attention_mask=attention_mask,
+                           token_type_ids=token_type_ids).last_hidden_state
+    save_file({"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
+               "last_hidden_state": hidden.contiguous()}, out / "golden.safetensors")
+    (out / "versions.json").write_text(json.dumps(versions(), indent=1) + "\n")
+    print(f"tiny_bert: {len(state)} tensors in the bert-base-uncased dialect, outputs {tuple(hidden.shape)}")
+
+
+if __name__ == "__main__":
+    if not (MINILM / "model.safetensors").exists():
+        sys.exit(f"{MINILM} is missing; run `make weights` first")
+    minilm()
+    tiny_bert()

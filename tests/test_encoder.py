@@ -1,0 +1,83 @@
+"""SentenceEncoder.encode: batching, order, output types and bad input, on all-MiniLM-L6-v2."""
+import numpy as np
+import pytest
+import torch
+
+from helpers import assert_close
+from minimt import cos_sim
+
+TEXTS = ["short", "a somewhat longer sentence about the weather in spring", "mid length text here",
+         "", "🙂", "The quick brown fox jumps over the lazy dog. " * 40, "x"]
+
+
+def test_batch_size_does_not_change_results(minilm):
+    one = minilm.encode(TEXTS, batch_size=1)
+    many = minilm.encode(TEXTS, batch_size=64)
+    assert_close(many, one, 1e-5, "batch_size 64 vs batch_size 1")
+
+
+def test_output_order_is_input_order(minilm):
+    emb = minilm.encode(TEXTS, batch_size=2)  # several length-sorted batches
+    for i, t in enumerate(TEXTS):
+        assert_close(emb[i], minilm.encode(t), 1e-5, f"row {i} vs encoding {t[:20]!r} alone")
+    rev = minilm.encode(TEXTS[::-1], batch_size=2)
+    assert_close(rev[::-1], emb, 1e-5, "reversed input, reversed output")
+
+
+def test_types_and_shapes(minilm):
+    v = minilm.encode("hello")
+    assert isinstance(v, np.ndarray) and v.shape == (384,) and v.dtype == np.float32
+    m = minilm.encode(["hello", "world"], convert_to="torch")
+    assert isinstance(m, torch.Tensor) and m.shape == (2, 384) and m.dtype == torch.float32
+    assert_close(m.norm(dim=1), [1.0, 1.0], 1e-6, "normalised by default (modules.json has Normalize)")
+    raw = minilm.encode(["hello"], normalize=False)
+    assert abs(np.linalg.norm(raw) - 1) > 0.01
+    assert_close(raw[0] / np.linalg.norm(raw[0]), m[0], 1e-6, "normalize=False is the same direction")
+    assert minilm.encode(("a", "b")).shape == (2, 384)  # any iterable of str
+
+
+def test_empty_list(minilm):
+    e = minilm.encode([])
+    assert isinstance(e, np.ndarray) and e.shape == (0, 384)
+    assert minilm.encode([], convert_to="torch").shape == (0, 384)
+
+
+def test_degenerate_strings_encode(minilm):
+    emb = minilm.encode(["", "   ", "\n\t", "z" * 100_000, "word " * 20_000])
+    assert emb.shape == (5, 384) and np.isfinite(emb).all()
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (None, TypeError, "got None"),
+    (42, TypeError, "got int"),
+    (b"bytes", TypeError, "got bytes"),
+    (["ok", 3, "ok"], TypeError, r"sentences\[1\] is int"),
+    (["ok", ["nested"]], TypeError, r"sentences\[1\] is list, not str \(a nested list\?"),
+    (["ok", None], TypeError, r"sentences\[1\] is NoneType"),
+])
+def test_bad_input_raises(minilm, bad, error, message):
+    with pytest.raises(error, match=message):
+        minilm.encode(bad)
+
+
+def test_bad_options_raise(minilm):
+    with pytest.raises(ValueError, match="convert_to='list' is not supported"):
+        minilm.encode(["a"], convert_to="list")
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        minilm.encode(["a"], batch_size=0)
+
+
+def test_similar_sentences_are_close(minilm):
+    a, b, c = minilm.encode(["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell."])
+    assert cos_sim(a, b).item() > 0.6 > 0.2 > cos_sim(a, c).item()
+
+
+def test_tokenizer_cuts_at_256_and_pads_to_longest(minilm):
+    tok = minilm.tokenizer
+    ids = tok.encode(["word " * 300, "two words"])
+    assert [len(x) for x in ids] == [256, 4]  # not the 128 baked into tokenizer.json
+    assert ids[0][0] == 101 and ids[0][-1] == 102  # [CLS] ... [SEP] survive the cut
+    batch = tok(["two words", "three words here"])
+    assert batch["input_ids"].shape == (2, 5)  # the longest in the batch, not a fixed 128
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
+    assert batch["input_ids"][0, -1] == 0  # [PAD]

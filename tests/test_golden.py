@@ -1,0 +1,75 @@
+"""minimt against the reference implementation, on outputs written by tests/golden/make_golden.py.
+
+Tolerance 1e-5 absolute in float32: both sides run the same math in a different order (fused vs separate
+kernels, other batch shapes), which moves the last bits; a real bug (a wrong epsilon, GELU, mask or
+weight) moves values by 1e-3 or more.
+"""
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import assert_close
+from minimt import cos_sim
+from minimt.config import BertConfig
+from minimt.model import BertModel
+from minimt.weights import load_weights
+from conftest import GOLDEN
+
+TOL = 1e-5
+
+
+def test_token_ids_match_reference(minilm, golden):
+    meta, _ = golden
+    ours = minilm.tokenizer.encode(meta["texts"])
+    for i, (got, want) in enumerate(zip(ours, meta["token_ids"])):
+        assert got == want, f"text {i} {meta['texts'][i][:40]!r}: ids {got[:12]}... != reference {want[:12]}..."
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "manual"])
+def test_last_hidden_state_padded_batch(minilm, golden, attention):
+    meta, ref = golden
+    batch = minilm.tokenizer([meta["texts"][i] for i in meta["batch"]])
+    assert batch["input_ids"].shape[1] == meta["padded_length"]
+    minilm.model.set_attention(attention)
+    try:
+        with torch.no_grad():
+            hidden = minilm.model(**batch)  # (B, T, 384)
+    finally:
+        minilm.model.set_attention("sdpa")
+    for j, i in enumerate(meta["batch"]):
+        n = int(batch["attention_mask"][j].sum())  # compare real tokens only: padding rows are undefined
+        assert_close(hidden[j, :n], ref[f"hidden.{i}"], TOL, f"last_hidden_state of text {i} ({attention})")
+
+
+def test_sentence_embeddings(minilm, golden):
+    meta, ref = golden
+    emb = minilm.encode(meta["texts"])
+    worst = 0.0
+    for i, text in enumerate(meta["texts"]):
+        worst = max(worst, assert_close(emb[i], ref["embeddings"][i], TOL, f"embedding of text {i} {text[:30]!r}"))
+    print(f"{len(meta['texts'])} embeddings, maxdiff {worst:.2e}")
+
+
+def test_mission_numbers(minilm):
+    a, b = minilm.encode(["I am eating apple", "I like fruits"])
+    assert round(cos_sim(a, b).item(), 4) == 0.5398
+    v = minilm.encode("This frame work generates embeddings for each sentence")
+    assert_close(v[:5], [-0.0087361, -0.011969, 0.0020720, -0.011325, 0.077704], 1e-6,
+                 "first five values of the mission's embedding (printed to 5 significant digits)")
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "manual"])
+def test_tiny_bert_base_dialect(attention):
+    """bert. prefix, LayerNorm gamma/beta, cls.* heads, 3 token types, eps 1e-7: transformers' BertModel outputs."""
+    d = GOLDEN / "tiny_bert"
+    cfg = BertConfig.from_dir(d)
+    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.type_vocab_size) == (48, 3, 6, 3)
+    assert (cfg.pooling, cfg.normalize, cfg.layer_norm_eps) == ("mean", False, 1e-7)  # plain BERT defaults
+    model = load_weights(BertModel(cfg), d / "model.safetensors").eval()
+    model.set_attention(attention)
+    g = load_file(d / "golden.safetensors")
+    assert g["token_type_ids"].max() == 2  # the segment embedding is really exercised
+    with torch.no_grad():
+        hidden = model(g["input_ids"], g["attention_mask"], g["token_type_ids"])
+    for b, n in enumerate(g["attention_mask"].sum(1).tolist()):
+        assert_close(hidden[b, :n], g["last_hidden_state"][b, :n], TOL, f"tiny BERT row {b} ({attention})")
