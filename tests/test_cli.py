@@ -1,0 +1,38 @@
+"""python -m minimt: embed, similarity and --help, run as a user would run them."""
+import subprocess
+import sys
+
+import numpy as np
+
+
+def run(*args):
+    r = subprocess.run([sys.executable, "-m", "minimt", *args], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_help_lists_commands():
+    out = run("--help")
+    for cmd in ["embed", "similarity", "sts", "weights"]:
+        assert cmd in out
+    assert "--output" in run("embed", "--help")
+
+
+def test_similarity(minilm_dir):
+    assert run("similarity", "I am eating apple", "I like fruits", "--model", str(minilm_dir)).strip() == "0.5398"
+
+
+def test_embed_print_and_npy(minilm_dir, minilm, tmp_path):
+    out = run("embed", "hello world", "--model", str(minilm_dir))
+    assert out.startswith("'hello world': [") and out.count("\n") >= 1
+    path = tmp_path / "e.npy"
+    run("embed", "hello world", "second text", "--model", str(minilm_dir), "--output", str(path))
+    arr = np.load(path)
+    assert arr.shape == (2, 384) and arr.dtype == np.float32
+    assert np.abs(arr - minilm.encode(["hello world", "second text"])).max() < 1e-6
+
+
+def test_bad_model_path_is_a_clear_error(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "minimt", "similarity", "a", "b", "--model", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "has no config.json" in r.stderr
