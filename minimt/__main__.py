@@ -1,5 +1,6 @@
 """The command line: python -m minimt {embed, similarity, sts, weights} ..."""
 import argparse
+import json
 import sys
 
 import numpy as np
@@ -14,7 +15,7 @@ def main(argv=None):
                        description="Encode texts into sentence embeddings (one row per text).")
     e.add_argument("texts", nargs="+", help="one or more texts (quote each)")
     e.add_argument("--model", default="all-MiniLM-L6-v2", help=model_help)
-    e.add_argument("--output", help="write an (N, D) float32 array to this .npy file instead of printing")
+    e.add_argument("--output", help="write an (N, D) float32 array to this .npy file instead of printing JSON lines")
     e.add_argument("--no-normalize", action="store_true", help="skip L2 normalisation")
 
     s = sub.add_parser("similarity", help="print the cosine similarity of two texts",
@@ -47,9 +48,8 @@ def main(argv=None):
             np.save(args.output, emb)
             print(f"wrote {emb.shape[0]} x {emb.shape[1]} embeddings to {args.output}")
         else:
-            np.set_printoptions(precision=6, suppress=True, linewidth=120, threshold=sys.maxsize)
-            for text, v in zip(args.texts, emb):
-                print(f"{text!r}: {v}")
+            for text, v in zip(args.texts, emb):  # one JSON object per line: easy for jq, pandas and people
+                print(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in v]}, ensure_ascii=False))
     elif args.cmd == "similarity":
         print(f"{cos_sim(*enc.encode([args.a, args.b])).item():.4f}")
     elif args.cmd == "sts":

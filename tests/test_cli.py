@@ -1,4 +1,5 @@
 """python -m minimt: embed, similarity and --help, run as a user would run them."""
+import json
 import subprocess
 import sys
 
@@ -23,8 +24,10 @@ def test_similarity(minilm_dir):
 
 
 def test_embed_print_and_npy(minilm_dir, minilm, tmp_path):
-    out = run("embed", "hello world", "--model", str(minilm_dir))
-    assert out.startswith("'hello world': [") and out.count("\n") >= 1
+    lines = run("embed", "hello world", "ünïcode ✓", "--model", str(minilm_dir)).splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert [r["text"] for r in rows] == ["hello world", "ünïcode ✓"] and len(rows[0]["embedding"]) == 384
+    assert np.abs(np.array(rows[0]["embedding"]) - minilm.encode("hello world")).max() < 1e-6
     path = tmp_path / "e.npy"
     run("embed", "hello world", "second text", "--model", str(minilm_dir), "--output", str(path))
     arr = np.load(path)
