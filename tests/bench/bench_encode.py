@@ -4,7 +4,7 @@
 
 W1: the 2,758 sentences of the STS benchmark test split (1,379 pairs; short: ~14 tokens). Each repeat times every
 contender once, in turn, so a slow moment of the machine hits all of them alike; the table shows medians.
-Writes tests/bench/results.json.
+Writes tests/bench/results.json and the table between the bench markers in README.md.
 """
 import json
 import platform
@@ -68,6 +68,27 @@ def main():
                            "sentence_transformers": sentence_transformers.__version__},
               "repeats": REPEATS, "rows": rows}
     (HERE / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_readme_table(result, len(w1))
+
+
+def write_readme_table(result, n):
+    """Replace the README's bench table with this run's numbers: the table is generated, never typed."""
+    lines = [f"Measured {result['date']} on {result['cpu']} ({result['threads']} threads), torch "
+             f"{result['versions']['torch']}, sentence-transformers {result['versions']['sentence_transformers']}; "
+             f"W1 = the {n} sentences of STSb test, median of {result['repeats']} interleaved repeats "
+             f"(`make bench`).", "",
+             "| contender | median s | sentences/s | speed-up vs sentence-transformers | max abs diff |",
+             "|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['contender']} | {r['median_s']:.3f} | {r['sentences_per_s']:.0f} | "
+                     f"{r['speedup_vs_st']:.2f}x | {r['max_abs_diff_vs_st']:.1e} |")
+    readme = HERE.parents[1] / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"{readme} has no {start} ... {end} markers to put the table between")
+    head, rest = text.split(start, 1)
+    readme.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
 
 
 if __name__ == "__main__":
