@@ -1,0 +1,116 @@
+"""MultiTaskModel: one shared BERT encoder, one small classification head per task (Task 2).
+
+    texts ─► tokenizer ─► BertModel (B, T, H) ─► pooling (B, H) ─┬─► heads["topic"]     (B, C_topic)
+                          (shared by every task)                 └─► heads["sentiment"] (B, C_sentiment)
+
+The pooled vector is the sentence embedding SentenceEncoder.encode returns (mean pooling, L2-normalised for
+all-MiniLM-L6-v2), so a head sees exactly the embedding a user would compute. Each task's loss trains its own
+head and, through the shared encoder, every other task's features too.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from minimt.pooling import normalize, pool
+
+
+class Head(nn.Module):
+    """linear: Dropout -> Linear.  mlp: Linear -> GELU -> Dropout -> Linear (one hidden layer of width H)."""
+
+    def __init__(self, dim, n_labels, kind="linear", dropout=0.1):
+        super().__init__()
+        if kind not in ("linear", "mlp"):
+            raise ValueError(f"head {kind!r} is not known; use 'linear' or 'mlp'")
+        self.hidden = nn.Linear(dim, dim) if kind == "mlp" else None
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(dim, n_labels)
+
+    def forward(self, x):                        # x: (B, H)
+        if self.hidden is not None:
+            x = F.gelu(self.hidden(x))           # (B, H)
+        return self.out(self.drop(x))            # (B, C) logits
+
+
+class MultiTaskModel(nn.Module):
+    def __init__(self, encoder, tasks, head="linear", dropout=0.1):
+        """encoder: a SentenceEncoder (its BertModel and tokenizer are shared, not copied);
+        tasks: {"topic": ["books", "dvd", ...], "sentiment": ["negative", "positive"]}, any number of tasks."""
+        super().__init__()
+        if not isinstance(tasks, dict) or not tasks:
+            raise ValueError("tasks must be a non-empty dict {task name: [label, ...]}")
+        for name, labels in tasks.items():
+            if not name.isidentifier():
+                raise ValueError(f"task name {name!r} must be a Python identifier (letters, digits, _)")
+            if len(labels) < 2 or len(set(labels)) != len(labels):
+                raise ValueError(f"task {name!r} needs at least 2 distinct labels, got {list(labels)}")
+        self.encoder = encoder.model
+        self.tokenizer = encoder.tokenizer
+        self.config = encoder.config
+        self.tasks = {name: [str(x) for x in labels] for name, labels in tasks.items()}
+        self.head_kind, self.dropout = head, dropout
+        self.heads = nn.ModuleDict({name: Head(self.config.hidden_size, len(labels), head, dropout)
+                                    for name, labels in self.tasks.items()})
+
+    def units(self):
+        """The blocks that freeze and unfreeze as a whole: embeddings, each layer, each head."""
+        return ([("embeddings", self.encoder.embeddings)]
+                + [(f"layer.{i}", layer) for i, layer in enumerate(self.encoder.layers)]
+                + [(f"head.{name}", h) for name, h in self.heads.items()])
+
+    def backbone_frozen(self):
+        return not any(p.requires_grad for p in self.encoder.parameters())
+
+    def train(self, mode=True):
+        # a frozen block runs in eval mode: its dropout would only add noise to features it cannot adapt to
+        super().train(mode)
+        if mode:
+            for _, unit in self.units():
+                if not any(p.requires_grad for p in unit.parameters()):
+                    unit.eval()
+        return self
+
+    def embed(self, input_ids, attention_mask, token_type_ids=None):
+        """The sentence embedding (B, H), with gradients unless the whole backbone is frozen."""
+        if self.backbone_frozen():
+            # nothing below the heads learns: skip autograd's bookkeeping entirely
+            with torch.inference_mode():
+                pooled = self._pool(input_ids, attention_mask, token_type_ids)
+            return pooled.clone()  # an ordinary tensor again, so the heads may save it for backward
+        return self._pool(input_ids, attention_mask, token_type_ids)
+
+    def _pool(self, input_ids, attention_mask, token_type_ids):
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)  # (B, T, H)
+        pooled = pool(hidden, attention_mask, self.config.pooling)        # (B, H)
+        return normalize(pooled) if self.config.normalize else pooled
+
+    def classify(self, pooled):
+        """Heads only: (B, H) -> {task: (B, C_task) logits}. The embedding cache trains through this."""
+        return {name: head(pooled) for name, head in self.heads.items()}
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        pooled = self.embed(input_ids, attention_mask, token_type_ids)
+        return pooled, self.classify(pooled)
+
+    @torch.no_grad()
+    def predict(self, texts, batch_size=32):
+        """[{task: (label, probability)}, ...], one dict per text, in input order."""
+        if isinstance(texts, str):
+            raise TypeError("predict() takes a list of texts; wrap a single text as [text]")
+        was_training = self.training
+        self.eval()
+        ids = self.tokenizer.encode(list(texts))
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out = [None] * len(ids)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            _, logits = self(**self.tokenizer.pad([ids[i] for i in idx]))
+            probs = {t: lg.float().softmax(-1) for t, lg in logits.items()}           # (b, C_t) each
+            for row, i in enumerate(idx):
+                out[i] = {t: (self.tasks[t][int(p[row].argmax())], float(p[row].max())) for t, p in probs.items()}
+        self.train(was_training)
+        return out
+
+    @classmethod
+    def from_checkpoint(cls, path):
+        from minimt.checkpoint import load_model
+        return load_model(path)
