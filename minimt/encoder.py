@@ -43,6 +43,18 @@ class SentenceEncoder:
     def dim(self):
         return self.config.hidden_size
 
+    @property
+    def max_seq_length(self):
+        return self.config.max_seq_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, n):
+        """Cut texts at n tokens from now on (as sentence-transformers' model.max_seq_length = n)."""
+        if not 2 <= n <= self.config.max_position_embeddings:
+            raise ValueError(f"max_seq_length must be from 2 to {self.config.max_position_embeddings}, got {n}")
+        self.config.max_seq_length = n
+        self.tokenizer.set_max_seq_length(n)
+
     @torch.inference_mode()
     def encode(self, sentences, batch_size=32, normalize=None, convert_to="numpy", show_progress_bar=False):
         """str -> (D,) vector; list of str -> (N, D). float32 numpy by default, or a torch tensor."""

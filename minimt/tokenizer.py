@@ -18,12 +18,15 @@ class Tokenizer:
                              f"tokenizer.json of its model") from None
         # replace whatever tokenizer.json says: cut at max_seq_length (special tokens included), no padding
         # here, because each batch is padded on its own to its longest text (see pad)
-        self.tok.enable_truncation(max_length=max_seq_length)
+        self.set_max_seq_length(max_seq_length)
         self.tok.no_padding()
-        self.max_seq_length = max_seq_length
         self.do_lower_case = do_lower_case
         pad = self.tok.token_to_id("[PAD]")
         self.pad_id = 0 if pad is None else pad
+
+    def set_max_seq_length(self, n):
+        self.tok.enable_truncation(max_length=n)
+        self.max_seq_length = n
 
     def encode(self, texts):
         """list[str] -> list of token-id lists, each [CLS] ... [SEP], at most max_seq_length long."""

@@ -1,0 +1,91 @@
+"""Checkpoints of a MultiTaskModel: a directory anyone can read without minimt's training code.
+
+    <dir>/model.safetensors   every tensor, minimt names (encoder.layers.0.attn.query.weight, heads.topic.out.bias)
+    <dir>/checkpoint.json     model config, tasks and their label lists, head kind, training config, step, metrics, versions
+    <dir>/tokenizer.json      the tokenizer, so the directory is self-contained
+    <dir>/train_state.pt      (the "last" checkpoint only) optimizer state and RNG, for --resume
+
+Written atomically: everything goes into a fresh temporary directory which is then renamed into place, so a run
+killed at any instant (kill -9) leaves either the previous checkpoint or the new one, never half of each.
+"""
+import json
+import os
+import platform
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from minimt.config import BertConfig
+from minimt.encoder import SentenceEncoder
+from minimt.model import BertModel
+from minimt.tokenizer import Tokenizer
+
+
+def versions():
+    import numpy, safetensors, tokenizers
+    return {"python": platform.python_version(), "torch": torch.__version__, "tokenizers": tokenizers.__version__,
+            "safetensors": safetensors.__version__, "numpy": numpy.__version__}
+
+
+def save(path, model, meta, train_state=None):
+    """Write model + meta (+ train_state) to `path`, replacing what was there in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, tmp / "model.safetensors")
+    meta = {"model": asdict(model.config), "tasks": model.tasks, "head": model.head_kind,
+            "dropout": model.dropout, "versions": versions(), **meta}
+    (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    model.tokenizer.tok.save(str(tmp / "tokenizer.json"))
+    if train_state is not None:
+        torch.save(train_state, tmp / "train_state.pt")
+    for f in tmp.iterdir():  # the data must be on disk before the rename makes it visible
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if path.exists():
+        os.rename(path, old)  # two renames: a directory cannot replace a non-empty one in one step
+    os.rename(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def find(path):
+    """The checkpoint directory at `path`; after a kill between save's two renames, the intact previous one."""
+    path = Path(path)
+    if (path / "checkpoint.json").exists():
+        return path
+    olds = sorted(path.parent.glob(f".{path.name}.old-*"))
+    if olds and (olds[-1] / "checkpoint.json").exists():
+        print(f"{path} is missing: a save was interrupted; using the previous checkpoint {olds[-1]}")
+        return olds[-1]
+    raise FileNotFoundError(f"no checkpoint at {path} (expected {path / 'checkpoint.json'}); "
+                            f"train one with `python -m minimt train CONFIG.json`")
+
+
+def read_meta(path):
+    return json.loads((find(path) / "checkpoint.json").read_text(encoding="utf-8"))
+
+
+def load_model(path):
+    """MultiTaskModel from a checkpoint directory, every tensor checked by load_state_dict(strict=True)."""
+    from minimt.multitask import MultiTaskModel
+    path = find(path)
+    meta = read_meta(path)
+    cfg = BertConfig(**meta["model"])
+    encoder = SentenceEncoder(BertModel(cfg), Tokenizer(path / "tokenizer.json", cfg.max_seq_length,
+                                                        cfg.do_lower_case))
+    model = MultiTaskModel(encoder, meta["tasks"], head=meta["head"], dropout=meta["dropout"])
+    model.load_state_dict(load_file(path / "model.safetensors"), strict=True)
+    return model.eval()
+
+
+def load_train_state(path):
+    # weights_only: plain tensors and containers, never arbitrary pickled objects
+    return torch.load(find(path) / "train_state.pt", weights_only=True)

@@ -1,0 +1,273 @@
+"""Labelled text for multi-task training: files -> Examples -> splits -> batches (Task 2).
+
+    read_source         Source (file or glob, text column, a column per task) -> [Example(id="books.tsv:17", ...)]
+    load_splits         {"train", "dev", "test"}: seeded, stratified by labels, duplicate texts never split apart
+    label_maps          {"topic": ["airline", "books", ...], ...} from train only; check_labels guards dev and test
+    plan_epoch          [(task, [indices]), ...]: joint | round_robin | proportional task mixing
+    collate             tokenizer output + {"labels": {task: (B,) LongTensor, -100 where a row has no label}}
+
+A text may carry labels for several tasks (a multi-domain review has a domain and a sentiment) or for only some
+(a sentiment-only file mixed with a topic-only one). A missing label is None here and -100 in a batch, the
+ignore_index of F.cross_entropy, so a head learns only from rows that have its label. The mixing modes follow
+MT-DNN (Liu et al. 2019: one task per batch) and the temperature sampling of multilingual BERT and T5, where a
+task is drawn with probability proportional to n_t ** (1/T).
+"""
+import csv
+import glob
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from minimt.similarity import DATA_DIR
+
+IGNORE = -100  # F.cross_entropy's default ignore_index
+SPLITS = ("train", "dev", "test")
+MODES = ("joint", "round_robin", "proportional")
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+
+
+@dataclass
+class Example:
+    id: str        # "<file name>:<row>", row = 1-based record number after the header: stable across runs
+    text: str
+    labels: dict   # task -> label name (str), or None when this row has no label for that task
+
+
+@dataclass
+class Source:
+    """One dataset file (or glob of files) and how its columns map to tasks."""
+    path: str                    # file or glob; a relative path is read from the data dir
+    text: str                    # the column (header name, or JSONL key) holding the text
+    labels: dict                 # task -> column, or "$file": the file's stem ("books.tsv" -> "books")
+    label_names: dict = field(default_factory=dict)  # task -> {raw value: label name}; raw values may share a name
+    format: str = ""             # "csv" | "tsv" | "jsonl"; "" = from the extension
+    columns: list = None         # the column names of a headerless CSV/TSV
+    split: str = ""              # "train" | "dev" | "test" when the file already is that split; "" = split by seed
+    limit: int = 0               # > 0: a seeded random subset of this many rows, for quick runs
+    skip_empty_text: bool = False  # True: leave out rows with an empty text cell (otherwise they are an error)
+
+    def __post_init__(self):
+        if self.format not in ("", "csv", "tsv", "jsonl"):
+            raise ValueError(f"Source {self.path}: format {self.format!r}; use 'csv', 'tsv', 'jsonl' or '' (extension)")
+        if self.split not in ("",) + SPLITS or self.limit < 0:
+            raise ValueError(f"Source {self.path}: split {self.split!r} must be one of {('',) + SPLITS} and limit "
+                             f"{self.limit} must be >= 0")
+        if set(self.label_names) - set(self.labels):
+            raise ValueError(f"Source {self.path}: label_names names tasks that labels does not: {self.labels}")
+        # the file gives strings; keys written as numbers ({1: "World"}) must still match the cell "1"
+        self.label_names = {task: {str(raw): str(name) for raw, name in names.items()}
+                            for task, names in self.label_names.items()}
+
+
+def _records(path, fmt, columns):
+    """One file -> (its column names, [{column: value}, ...]), a dict per record."""
+    if fmt == "jsonl":
+        if columns:
+            raise ValueError(f"{path}: columns= is for a headerless CSV/TSV; each JSONL row names its own keys")
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    continue  # a blank line is not a record
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}: row {len(rows) + 1} is not valid JSON ({e})") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}: row {len(rows) + 1} is a JSON {type(row).__name__}, not an object")
+                rows.append(row)
+        return sorted({key for row in rows for key in row}), rows
+    # newline="": quoted fields keep their own line breaks; -sig: a byte-order mark is not part of a column name
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter="\t" if fmt == "tsv" else ",")
+        header = list(columns) if columns else next(reader, [])
+        rows = []
+        for cells in reader:
+            if not cells:
+                continue  # a blank line is not a record (csv.DictReader skips them too)
+            if len(cells) != len(header):
+                raise ValueError(f"{path}: row {len(rows) + 1} has {len(cells)} fields but there are {len(header)} "
+                                 f"columns {header}; is the format ({fmt}) or the quoting wrong?")
+            rows.append(dict(zip(header, cells)))
+    return header, rows
+
+
+def _label(source, task, column, row, path, row_no):
+    raw = path.stem if column == "$file" else row.get(column)
+    if raw is None or raw == "":
+        return None  # an empty cell, a JSON null or an absent key: this row has no label for the task
+    raw = str(raw)   # JSON numbers and booleans are looked up like the same text in a CSV cell
+    names = source.label_names.get(task)
+    if names is None:
+        return raw
+    if raw not in names:
+        raise ValueError(f"{path}: row {row_no} column {column!r} holds {raw!r}, which label_names[{task!r}] does "
+                         f"not map; it maps {sorted(names)}. Add it to label_names or fix the row")
+    return names[raw]
+
+
+def read_source(source, data_dir=None, seed=0):
+    """Every row of a Source's file(s) as an Example, in file order (files of a glob sorted by path)."""
+    data_dir = Path(DATA_DIR if data_dir is None else data_dir)
+    pattern = data_dir / source.path  # an absolute source.path replaces data_dir here
+    files = sorted(Path(p) for p in glob.glob(str(pattern)) if Path(p).is_file())
+    if not files:
+        raise FileNotFoundError(f"{source.path}: no file matches {pattern} (data dir {data_dir}; set MINIMT_DATA or "
+                                f"pass data_dir to read from elsewhere)")
+    examples = []
+    for path in files:
+        fmt = source.format or FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise ValueError(f"{path}: cannot tell the format from the extension {path.suffix!r}; set format='csv', "
+                             f"'tsv' or 'jsonl' on its Source")
+        try:
+            columns, rows = _records(path, fmt, source.columns)
+        except (UnicodeDecodeError, csv.Error) as e:  # neither names the file
+            raise ValueError(f"{path}: cannot read it as UTF-8 {fmt}: {e}") from None
+        if not rows:
+            raise ValueError(f"{path}: the file has no rows (a CSV/TSV header alone is no rows)")
+        for column in [source.text] + [c for c in source.labels.values() if c != "$file"]:
+            if column not in columns:
+                raise ValueError(f"{path}: there is no column {column!r}; its columns are {columns}")
+        for row_no, row in enumerate(rows, 1):
+            text = row.get(source.text)
+            if not isinstance(text, str) or not text.strip():  # empty, absent, or a JSON null or number
+                if source.skip_empty_text:
+                    continue
+                raise ValueError(f"{path}: row {row_no} has no text in column {source.text!r} ({text!r}); fix the "
+                                 f"file, or set skip_empty_text=True on its Source to leave such rows out")
+            labels = {task: _label(source, task, column, row, path, row_no) for task, column in source.labels.items()}
+            examples.append(Example(f"{path.name}:{row_no}", text, labels))
+    if 0 < source.limit < len(examples):
+        rng = random.Random(f"limit:{seed}:{source.path}")  # a str seed gives the same numbers in every process
+        examples = [examples[i] for i in sorted(rng.sample(range(len(examples)), source.limit))]
+    return examples
+
+
+def _split_by_seed(examples, seed, fractions):
+    """Stratified by the tuple of labels; identical texts form one group, and a group goes to one split whole."""
+    groups = {}  # text -> indices of the examples with this text
+    for i, ex in enumerate(examples):
+        groups.setdefault(ex.text, []).append(i)
+    strata = {}  # the labels of a group's first example -> that stratum's groups
+    for members in groups.values():
+        key = tuple(sorted((task, label or "") for task, label in examples[members[0]].labels.items()))
+        strata.setdefault(key, []).append(members)
+    rng = random.Random(f"split:{seed}")
+    train_end, dev_end = fractions[0], fractions[0] + fractions[1]
+    chosen = {name: [] for name in SPLITS}
+    for key in sorted(strata):
+        stratum = strata[key]
+        rng.shuffle(stratum)
+        n, done = sum(len(members) for members in stratum), 0
+        for members in stratum:
+            # the group's middle, as a fraction of its stratum, decides: each split gets its share of every stratum
+            middle = (done + len(members) / 2) / n
+            name = "train" if middle < train_end else "dev" if middle < dev_end else "test"
+            chosen[name].extend(members)
+            done += len(members)
+    return {name: [examples[i] for i in sorted(idx)] for name, idx in chosen.items()}
+
+
+def load_splits(sources, data_dir=None, seed=0, fractions=(0.8, 0.1, 0.1)):
+    """{"train", "dev", "test"}: a Source with split= goes there as is; the rest are pooled and split by seed."""
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"fractions {fractions} must be three numbers >= 0 (train, dev, test) that sum to 1")
+    splits, pooled, origin = {name: [] for name in SPLITS}, [], {}
+    for source in sources:
+        examples = read_source(source, data_dir, seed)
+        for ex in examples:
+            if ex.id in origin:
+                raise ValueError(f"example {ex.id} comes from two sources ({origin[ex.id]} and {source.path}): two "
+                                 f"files with the same name, or one file listed twice")
+            origin[ex.id] = source.path
+        (splits[source.split] if source.split else pooled).extend(examples)
+    for name, examples in _split_by_seed(pooled, seed, fractions).items():
+        splits[name].extend(examples)
+    if not splits["train"]:
+        raise ValueError(f"no training examples from {[s.path for s in sources]}; give a Source with split='train' "
+                         f"or leave split='' so rows are split by seed")
+    return splits
+
+
+def label_maps(train, tasks):
+    """task -> the label names seen in training, sorted: the order of each head's outputs."""
+    maps = {}
+    for task in tasks:
+        names = sorted({ex.labels.get(task) for ex in train} - {None})
+        if len(names) < 2:
+            raise ValueError(f"task {task!r} has {len(names)} label(s) in the training split {names}; a classifier "
+                             f"needs at least 2. Check which column the Sources map to {task!r}")
+        maps[task] = names
+    return maps
+
+
+def check_labels(examples, maps, split):
+    """A dev/test label that training never saw has no output in its head: say which example, before evaluating."""
+    known = {task: set(names) for task, names in maps.items()}
+    for ex in examples:
+        for task, label in ex.labels.items():
+            if label is not None and task in known and label not in known[task]:
+                raise ValueError(f"{split} example {ex.id}: {task} label {label!r} never occurs in training; known "
+                                 f"labels: {maps[task]}. Drop such rows or change the split so training sees it")
+
+
+def collate(examples, tokenizer, maps):
+    """A batch: the tokenizer's tensors (B, T) and {"labels": {task: (B,) label index, -100 for no label}}."""
+    if not examples:
+        raise ValueError("collate needs at least one example")
+    check_labels(examples, maps, "batch")
+    batch = tokenizer([ex.text for ex in examples])
+    batch["labels"] = {}
+    for task, names in maps.items():
+        index = {name: i for i, name in enumerate(names)}
+        batch["labels"][task] = torch.tensor([IGNORE if ex.labels.get(task) is None else index[ex.labels[task]]
+                                              for ex in examples], dtype=torch.long)
+    return batch
+
+
+class _Pool:
+    """A task's example indices, walked in a shuffled order; used up, they are reshuffled and walked again."""
+
+    def __init__(self, indices, rng):
+        self.indices, self.rng, self.order, self.pos = list(indices), rng, [], 0
+
+    def take(self, k):
+        if self.pos >= len(self.order):
+            self.order, self.pos = self.indices[:], 0
+            self.rng.shuffle(self.order)
+        batch = self.order[self.pos:self.pos + k]  # the last batch of a pass may be short: no example twice in it
+        self.pos += k
+        return batch
+
+
+def plan_epoch(train, tasks, batch_size, mode, seed, epoch, temperature=1.0):
+    """The epoch's batches as [(task, [indices into train]), ...]; task None = every task (joint).
+
+    A pure function of its arguments, so a resumed run recomputes the same plan and skips the batches done."""
+    if mode not in MODES:
+        raise ValueError(f"task mixing mode {mode!r} is not known; use one of {MODES}")
+    if not train or not tasks or batch_size < 1 or temperature <= 0:
+        raise ValueError(f"plan_epoch needs training examples ({len(train)}), tasks ({list(tasks)}), batch_size >= 1 "
+                         f"({batch_size}) and temperature > 0 ({temperature})")
+    rng = random.Random(f"plan:{seed}:{epoch}")  # never the global RNG: the plan must not depend on what ran before
+    if mode == "joint":  # one pool; each batch trains every head on the rows that have its label
+        pool = _Pool(range(len(train)), rng)
+        return [(None, pool.take(batch_size)) for _ in range(math.ceil(len(train) / batch_size))]
+    pools = {}
+    for task in tasks:
+        pools[task] = _Pool([i for i, ex in enumerate(train) if ex.labels.get(task) is not None], rng)
+        if not pools[task].indices:
+            raise ValueError(f"task {task!r}: no training example has a label for it")
+    sizes = [len(pools[task].indices) for task in tasks]
+    n_batches = sum(math.ceil(n / batch_size) for n in sizes)  # as many batches as one pass over every pool
+    if mode == "round_robin":  # t1, t2, t1, t2, ...: every task the same number of batches, small pools wrap
+        order = [tasks[b % len(tasks)] for b in range(n_batches)]
+    else:  # proportional: n_t ** (1/T), taken relative to the largest pool so that a small T cannot overflow
+        weights = [math.exp(math.log(n / max(sizes)) / temperature) for n in sizes]
+        order = rng.choices(tasks, weights, k=n_batches)
+    return [(task, pools[task].take(batch_size)) for task in order]
