@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 DEVPY  := $(DEV)/bin/python
 MODEL  := weights/all-MiniLM-L6-v2/model.safetensors
 
-.PHONY: help setup weights test demo sts golden bench clean
+.PHONY: help setup weights test demo sts multitask freeze train study golden bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 10
@@ -33,6 +33,18 @@ demo: setup weights  ## Task 1: embed six sentences, cosine similarities, a sema
 
 sts: setup weights  ## STS benchmark test split: Pearson and Spearman of all-MiniLM-L6-v2
 	$(PY) -m minimt sts
+
+multitask: setup weights  ## Task 2: a two-task model, every tensor shape on the way, untrained head outputs
+	$(PY) examples/02_multitask.py
+
+freeze: setup weights  ## Task 3: each freezing scenario and the trainable table it leaves
+	$(PY) examples/03_freeze.py
+
+train: setup weights  ## Task 4: train domain + sentiment on real reviews (-> runs/train/best/), label new ones
+	$(PY) examples/04_train.py
+
+study: setup weights  ## the freeze study: every mode measured on real data (~45 min; table -> README)
+	$(PY) examples/05_study.py
 
 $(DEV)/.installed: pyproject.toml tests/bench/requirements.txt
 	$(PYTHON) -m venv $(DEV)

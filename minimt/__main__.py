@@ -116,7 +116,8 @@ def run_checkpoint_command(args):
     from pathlib import Path
     from minimt import checkpoint
     from minimt.data import Source, check_labels, load_splits, read_source
-    from minimt.train import TrainConfig, evaluate
+    from minimt.evaluate import evaluate
+    from minimt.train import TrainConfig
     meta = checkpoint.read_meta(args.checkpoint)
     cfg = TrainConfig(**meta["train"])
     if args.data:
@@ -129,7 +130,7 @@ def run_checkpoint_command(args):
         examples, split = load_splits(sources, cfg.data_dir or None, cfg.split_seed)[args.split], args.split
     maps = {t: model.tasks[t] for t in model.tasks}
     check_labels(examples, maps, split)
-    res, preds = evaluate(model, examples, maps, cfg, split)
+    res, preds = evaluate(model, examples, maps, split, cfg.eval_batch_size)
     out = Path(args.out or checkpoint.find(args.checkpoint))
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(res, indent=1) + "\n")

@@ -5,6 +5,7 @@
     label_maps          {"topic": ["airline", "books", ...], ...} from train only; check_labels guards dev and test
     plan_epoch          [(task, [indices]), ...]: joint | round_robin | proportional task mixing
     collate             tokenizer output + {"labels": {task: (B,) LongTensor, -100 where a row has no label}}
+    encode_labels       the labels alone, for heads trained on cached embeddings
 
 A text may carry labels for several tasks (a multi-domain review has a domain and a sentiment) or for only some
 (a sentiment-only file mixed with a topic-only one). A missing label is None here and -100 in a batch, the
@@ -216,17 +217,23 @@ def check_labels(examples, maps, split):
                                  f"labels: {maps[task]}. Drop such rows or change the split so training sees it")
 
 
+def encode_labels(examples, maps):
+    """{task: (B,) LongTensor of label indices, -100 where a row has no label for the task}."""
+    check_labels(examples, maps, "batch")
+    labels = {}
+    for task, names in maps.items():
+        index = {name: i for i, name in enumerate(names)}
+        labels[task] = torch.tensor([IGNORE if ex.labels.get(task) is None else index[ex.labels[task]]
+                                     for ex in examples], dtype=torch.long)
+    return labels
+
+
 def collate(examples, tokenizer, maps):
     """A batch: the tokenizer's tensors (B, T) and {"labels": {task: (B,) label index, -100 for no label}}."""
     if not examples:
         raise ValueError("collate needs at least one example")
-    check_labels(examples, maps, "batch")
     batch = tokenizer([ex.text for ex in examples])
-    batch["labels"] = {}
-    for task, names in maps.items():
-        index = {name: i for i, name in enumerate(names)}
-        batch["labels"][task] = torch.tensor([IGNORE if ex.labels.get(task) is None else index[ex.labels[task]]
-                                              for ex in examples], dtype=torch.long)
+    batch["labels"] = encode_labels(examples, maps)
     return batch
 
 

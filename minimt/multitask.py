@@ -114,3 +114,27 @@ class MultiTaskModel(nn.Module):
     def from_checkpoint(cls, path):
         from minimt.checkpoint import load_model
         return load_model(path)
+
+
+class EmbeddingCache:
+    """text -> sentence embedding, each distinct text encoded once. While the backbone is frozen its output for
+    a text never changes, so heads-only training can run on these vectors instead of the encoder every step."""
+
+    @torch.no_grad()
+    def __init__(self, model, texts, batch_size=64):
+        if not model.backbone_frozen():
+            raise ValueError("an embedding cache needs the whole backbone frozen: its vectors would go stale")
+        texts = sorted(set(texts))
+        self.row = {t: i for i, t in enumerate(texts)}
+        self.vectors = torch.empty(len(texts), model.config.hidden_size)  # (N, H)
+        was_training = model.training
+        model.eval()
+        ids = model.tokenizer.encode(texts)
+        order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))  # length-sorted: little padding
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            self.vectors[idx] = model.embed(**model.tokenizer.pad([ids[i] for i in idx])).float()
+        model.train(was_training)
+
+    def __call__(self, examples):
+        return self.vectors[[self.row[ex.text] for ex in examples]]  # (B, H)

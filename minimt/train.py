@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from minimt import checkpoint
-from minimt.data import Source, check_labels, collate, label_maps, load_splits, plan_epoch
+from minimt.data import Source, check_labels, collate, encode_labels, label_maps, load_splits, plan_epoch
 from minimt.encoder import SentenceEncoder
+from minimt.evaluate import evaluate
 from minimt.freeze import freeze, open_units, param_groups, trainable_table, unfreeze_schedule
-from minimt.metrics import accuracy, confusion, macro_f1
-from minimt.multitask import MultiTaskModel
+from minimt.multitask import EmbeddingCache, MultiTaskModel
 
 
 @dataclass
@@ -31,6 +31,7 @@ class TrainConfig:
     data_dir: str = ""               # "" = ../shared/data (or $MINIMT_DATA)
     split_seed: int = 0              # train/dev/test split of sources that have none
     model: str = "all-MiniLM-L6-v2"  # checkpoint directory or name in weights/
+    init_from: str = ""              # a trained MultiTaskModel checkpoint: start from its encoder and matching heads
     max_seq_length: int = 0          # 0 = the model's (256); shorter trains faster on long reviews
     head: str = "linear"             # "linear" | "mlp"
     dropout: float = 0.1
@@ -41,6 +42,7 @@ class TrainConfig:
     temperature: float = 1.0         # proportional mixing: task probability ∝ size ** (1 / temperature)
     task_weights: dict = field(default_factory=dict)  # loss weight per task (default 1)
     epochs: int = 1
+    max_steps: int = 0               # > 0: end after this many optimizer steps (the lr schedule spans them)
     batch_size: int = 32
     grad_accum: int = 1              # micro-batches per optimizer step
     lr: float = 5e-5                 # encoder's top layer; lower layers get lr * layer_decay ** depth
@@ -93,6 +95,17 @@ def task_loss(logits, labels, task, weights):
     return loss
 
 
+def init_from(model, path):
+    """Copy a trained checkpoint's encoder, and each head whose task has the same labels, into `model`."""
+    src = checkpoint.load_model(path)
+    same = [t for t in model.tasks if src.tasks.get(t) == model.tasks[t]]
+    state = {k: v for k, v in src.state_dict().items()
+             if k.startswith("encoder.") or k.split(".")[1] in same}
+    missing, _ = model.load_state_dict(state, strict=False)
+    assert all(k.startswith("heads.") for k in missing), missing
+    print(f"initialised from {path}: encoder and heads {same or 'none'}")
+
+
 def build_optimizer(model, cfg, step):
     """Freeze as configured, replay gradual unfreezing up to `step`, then one AdamW over the trainable groups."""
     head_lr = cfg.head_lr or None
@@ -108,54 +121,6 @@ def build_optimizer(model, cfg, step):
     for g in opt.param_groups:
         g.setdefault("base_lr", g["lr"])
     return opt
-
-
-@torch.no_grad()
-def evaluate(model, examples, maps, cfg, split, cache=None):
-    """Per task: loss, accuracy, macro-F1, confusion matrix; and one prediction record per example and task."""
-    model.eval()
-    out, preds = {}, []
-    y_all, p_all, loss_sum = {t: [] for t in maps}, {t: [] for t in maps}, {t: 0.0 for t in maps}
-    for start in range(0, len(examples), cfg.eval_batch_size):
-        chunk = examples[start:start + cfg.eval_batch_size]
-        batch = collate(chunk, model.tokenizer, maps)
-        pooled = cache_lookup(cache, chunk) if cache is not None else model.embed(
-            batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        logits = model.classify(pooled)
-        for t in maps:
-            y, lg = batch["labels"][t], logits[t].float()
-            keep = y != -100
-            if keep.any():
-                loss_sum[t] += F.cross_entropy(lg[keep], y[keep], reduction="sum").item()
-                y_all[t] += y[keep].tolist()
-                p_all[t] += lg[keep].argmax(-1).tolist()
-            probs = lg.softmax(-1)
-            for i, ex in enumerate(chunk):
-                preds.append({"split": split, "id": ex.id, "text": ex.text, "task": t, "label": ex.labels.get(t),
-                              "pred": maps[t][int(probs[i].argmax())],
-                              "probs": {name: round(float(p), 5) for name, p in zip(maps[t], probs[i])}})
-    for t, labels in maps.items():
-        m = confusion(y_all[t], p_all[t], len(labels))
-        out[t] = {"n": len(y_all[t]), "loss": loss_sum[t] / max(1, len(y_all[t])), "accuracy": accuracy(m),
-                  "macro_f1": macro_f1(m), "confusion": m.tolist()}
-    return out, preds
-
-
-def build_cache(model, splits, cfg):
-    """text -> pooled embedding, each distinct text encoded once (valid only while the backbone is frozen)."""
-    texts = sorted({ex.text for exs in splits.values() for ex in exs})
-    model.eval()
-    vectors = torch.empty(len(texts), model.config.hidden_size)
-    ids = model.tokenizer.encode(texts)
-    order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))
-    for start in range(0, len(order), cfg.eval_batch_size):
-        idx = order[start:start + cfg.eval_batch_size]
-        vectors[idx] = model.embed(**model.tokenizer.pad([ids[i] for i in idx])).float()
-    return {"row": {t: i for i, t in enumerate(texts)}, "vectors": vectors}
-
-
-def cache_lookup(cache, examples):
-    return cache["vectors"][[cache["row"][ex.text] for ex in examples]]  # (B, H)
 
 
 def train(cfg: TrainConfig):
@@ -174,11 +139,13 @@ def train(cfg: TrainConfig):
     if cfg.max_seq_length:
         encoder.max_seq_length = cfg.max_seq_length
     model = MultiTaskModel(encoder, maps, head=cfg.head, dropout=cfg.dropout)
+    if cfg.init_from:
+        init_from(model, cfg.init_from)
 
     train_set = splits["train"]
     steps_per_epoch = math.ceil(len(plan_epoch(train_set, tasks, cfg.batch_size, cfg.mixing, cfg.seed, 0,
                                                cfg.temperature)) / cfg.grad_accum)
-    total = cfg.epochs * steps_per_epoch
+    total = min(cfg.epochs * steps_per_epoch, cfg.max_steps or 10**12)
     eval_every = cfg.eval_every or steps_per_epoch
     step, best = 0, -1.0
     state = None
@@ -192,15 +159,21 @@ def train(cfg: TrainConfig):
     if state is not None:
         opt.load_state_dict(state["optimizer"])
     print(trainable_table(model, opt.param_groups))
-    cache = build_cache(model, splits, cfg) if cfg.cache_embeddings else None
+    cache = None
+    if cfg.cache_embeddings:
+        t = time.perf_counter()
+        cache = EmbeddingCache(model, [ex.text for exs in splits.values() for ex in exs], cfg.eval_batch_size)
+        print(f"embedding cache: {len(cache.row)} distinct texts encoded once in {time.perf_counter() - t:.1f}s")
 
     out.mkdir(parents=True, exist_ok=True)
     metrics_log = open(out / "metrics.jsonl", "a", encoding="utf-8")
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
-    run_steps, seen, t0 = 0, 0, time.perf_counter()
+    run_steps, seen, t0, plan_of = 0, 0, time.perf_counter(), None
     while step < total:
         epoch, in_epoch = divmod(step, steps_per_epoch)
-        plan = plan_epoch(train_set, tasks, cfg.batch_size, cfg.mixing, cfg.seed, epoch, cfg.temperature)
+        if plan_of != epoch:  # the epoch's batches: a pure function of (seed, epoch), so --resume finds its place
+            plan, plan_of = plan_epoch(train_set, tasks, cfg.batch_size, cfg.mixing, cfg.seed, epoch,
+                                       cfg.temperature), epoch
         micro = plan[in_epoch * cfg.grad_accum:(in_epoch + 1) * cfg.grad_accum]
 
         # 1) learning rate for this step, and gradual unfreezing's next layer if its step has come
@@ -219,11 +192,14 @@ def train(cfg: TrainConfig):
         model.train()
         for task, idx in micro:
             examples = [train_set[i] for i in idx]
-            batch = collate(examples, model.tokenizer, maps)
             with autocast:
-                pooled = cache_lookup(cache, examples) if cache is not None else model.embed(
-                    batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-                loss = task_loss(model.classify(pooled), batch["labels"], task, cfg.task_weights)
+                if cache is not None:  # frozen backbone: the vectors are known, only the labels are needed
+                    pooled, labels = cache(examples), encode_labels(examples, maps)
+                else:
+                    batch = collate(examples, model.tokenizer, maps)
+                    pooled, labels = model.embed(batch["input_ids"], batch["attention_mask"],
+                                                 batch["token_type_ids"]), batch["labels"]
+                loss = task_loss(model.classify(pooled), labels, task, cfg.task_weights)
             (loss / len(micro)).backward()
             seen += len(idx)
 
@@ -237,7 +213,7 @@ def train(cfg: TrainConfig):
 
         # 4) evaluate on dev, keep the best checkpoint (mean macro-F1 over tasks) and the last one
         if step % eval_every == 0 or step == total:
-            res, _ = evaluate(model, splits["dev"], maps, cfg, "dev", cache)
+            res, _ = evaluate(model, splits["dev"], maps, "dev", cfg.eval_batch_size, cache)
             rate = seen / (time.perf_counter() - t0)
             lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)}
             for t, r in res.items():
@@ -262,7 +238,7 @@ def train(cfg: TrainConfig):
     # 5) the best checkpoint on the test split, with one prediction line per example and task
     best_model = checkpoint.load_model(out / "best")
     for split in ("dev", "test"):
-        res, preds = evaluate(best_model, splits[split], maps, cfg, split)
+        res, preds = evaluate(best_model, splits[split], maps, split, cfg.eval_batch_size)
         for t, r in res.items():
             metrics_log.write(json.dumps({"step": step, "epoch": cfg.epochs, "split": split, "task": t, **r,
                                           "checkpoint": "best"}) + "\n")

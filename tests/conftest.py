@@ -36,3 +36,26 @@ def tiny_encoder(minilm_dir):
     torch.manual_seed(0)
     cfg = BertConfig.tiny(vocab_size=30522)
     return SentenceEncoder(BertModel(cfg), Tokenizer(minilm_dir / "tokenizer.json", cfg.max_seq_length))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(minilm_dir, tmp_path_factory):
+    """A random tiny BERT written as a checkpoint directory (bare dialect) with MiniLM's tokenizer: what
+    SentenceEncoder.from_pretrained and the training loop read, at a fraction of the cost."""
+    import shutil
+    from dataclasses import asdict
+    import torch
+    from safetensors.torch import save_file
+    from minimt.config import BertConfig
+    from minimt.model import BertModel
+    from minimt.weights import checkpoint_name
+    d = tmp_path_factory.mktemp("tiny_ckpt")
+    torch.manual_seed(0)
+    cfg = BertConfig.tiny(vocab_size=30522)
+    state = {checkpoint_name(k): v for k, v in BertModel(cfg).state_dict().items()}
+    save_file(state, d / "model.safetensors")
+    hf = {k: v for k, v in asdict(cfg).items() if k not in ("max_seq_length", "pooling", "normalize", "do_lower_case")}
+    (d / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_act": "gelu", **hf}))
+    (d / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": cfg.max_seq_length}))
+    shutil.copy(minilm_dir / "tokenizer.json", d / "tokenizer.json")
+    return d

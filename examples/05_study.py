@@ -1,0 +1,183 @@
+"""The freeze study (Task 3, measured): what each way of freezing costs and buys, on real reviews.
+
+    make study    (or: .venv/bin/python examples/05_study.py [row ...])   about 45 minutes on 2 cores
+
+Every row trains from the pretrained all-MiniLM-L6-v2 with the same data, seed, steps and learning rates, and
+differs only in what is frozen. Measured: test accuracy and macro-F1 per task, trainable parameters, wall time,
+training samples/s, and the encoder's STS benchmark Spearman after training (82.03 before: how much general
+sentence similarity each mode gives up). Results go to runs/study/results.json and the README's study table.
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from minimt import SentenceEncoder, cos_sim
+from minimt.checkpoint import load_model
+from minimt.data import Source, load_splits
+from minimt.similarity import evaluate_sts
+from minimt.train import TrainConfig, load_config, train
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "runs" / "study"
+BASE = "examples/train_multidomain.json"
+STEPS = 150  # 4,800 training reviews (60% of one epoch): every row gets the same budget
+COMMON = {"max_steps": STEPS, "eval_every": STEPS, "epochs": 1}
+
+# row name -> (settings over BASE, what the row shows)
+ROWS = {
+    "zero_shot": (None, "everything frozen: no training; each text gets the label whose name embeds closest"),
+    "heads_cached": ({"freeze": ["backbone"], "cache_embeddings": True, "epochs": 20, "max_steps": 0,
+                      "eval_every": 0, "head_lr": 1e-2},
+                     "backbone frozen, heads trained on cached embeddings (20 epochs: each costs almost nothing)"),
+    "top2": ({"freeze": ["top:2"]}, "top 2 layers + heads train, the rest frozen"),
+    "full": ({}, "full fine-tuning"),
+    "full_llrd": ({"layer_decay": 0.8}, "full fine-tuning, layer-wise lr decay 0.8"),
+    "gradual": ({"unfreeze_every": 20}, "gradual unfreezing: heads, then one layer from the top every 20 steps"),
+    "continual": (None, "domain first; then domain head frozen, sentiment trained with the backbone open"),
+}
+# the zero-shot row compares each text with these sentences, one per label
+PROMPTS = {"domain": {"airline": "a review of an airline flight", "books": "a review of a book",
+                      "dvd": "a review of a movie on dvd", "electronics": "a review of an electronic gadget",
+                      "kitchen": "a review of a kitchen appliance"},
+           "sentiment": {"negative": "a negative review", "positive": "a positive review"}}
+# two more set-ups: disjoint datasets (SST-2 sentiment + AG News topic) and women's clothing reviews
+SST2 = {"path": "sst2/train.tsv", "text": "sentence", "labels": {"sentiment": "label"}, "limit": 6000,
+        "label_names": {"sentiment": {"0": "negative", "1": "positive"}}}
+AGNEWS = {"path": "ag_news/train_sample_10k_alps.tsv", "text": "text", "labels": {"topic": "topic"},
+          "columns": ["text", "topic"], "limit": 6000}
+CLOTHING = {"path": "womens_clothing_reviews/womens_clothing_ecommerce_reviews.csv", "text": "Review Text",
+            "labels": {"department": "Department Name", "sentiment": "Rating"}, "skip_empty_text": True,
+            "label_names": {"sentiment": {"1": "negative", "2": "negative", "3": "neutral", "4": "positive",
+                                          "5": "positive"}}, "limit": 8000}
+OTHER = {
+    "disjoint_round_robin": ({"sources": [SST2, AGNEWS], "mixing": "round_robin"}, "SST-2 + AG News, round-robin"),
+    "disjoint_proportional": ({"sources": [SST2, AGNEWS], "mixing": "proportional"},
+                              "SST-2 + AG News, proportional sampling (T = 1)"),
+    "sst2_alone": ({"sources": [SST2]}, "SST-2 sentiment alone"),
+    "agnews_alone": ({"sources": [AGNEWS]}, "AG News topic alone"),
+    "clothing": ({"sources": [CLOTHING]}, "women's clothing: department + rating (1-2 / 3 / 4-5) on the same text"),
+}
+
+
+def command(overrides):
+    args = " ".join(f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items())
+    return f"python -m minimt train {BASE} {args}".strip()
+
+
+def sts_after(model):
+    return evaluate_sts(SentenceEncoder(model.encoder, model.tokenizer))["spearman"]
+
+
+def test_metrics(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["task"]: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}
+            for r in rows if r["split"] == "test" and r.get("checkpoint") == "best"}
+
+
+def run(name, overrides):
+    cfg = load_config(ROOT / BASE, [])
+    settings = {**COMMON, **overrides, "out_dir": str(OUT / name)}
+    cfg = TrainConfig(**{**cfg.__dict__, **settings})
+    t0 = time.perf_counter()
+    model = train(cfg)
+    wall = time.perf_counter() - t0
+    rows = [json.loads(line) for line in (OUT / name / "metrics.jsonl").read_text().splitlines()]
+    rate = [r["samples_per_s"] for r in rows if "samples_per_s" in r][-1]
+    return {"test": test_metrics(OUT / name), "trainable": sum(p.numel() for p in model.parameters()
+                                                                if p.requires_grad),
+            "wall_s": wall, "samples_per_s": rate, "sts_spearman": sts_after(model),
+            "command": command({k: v for k, v in settings.items() if k != "out_dir"})}
+
+
+def zero_shot():
+    t0 = time.perf_counter()
+    cfg = load_config(ROOT / BASE, [])
+    test = load_splits([Source(**s) for s in cfg.sources], None, cfg.split_seed)["test"]
+    enc = SentenceEncoder.from_pretrained(cfg.model)
+    enc.max_seq_length = cfg.max_seq_length
+    emb = enc.encode([ex.text for ex in test], convert_to="torch")
+    from minimt.metrics import accuracy, confusion, macro_f1
+    out = {}
+    for task, prompts in PROMPTS.items():
+        names = sorted(prompts)
+        sims = cos_sim(emb, enc.encode([prompts[n] for n in names]))  # (N, C)
+        m = confusion([names.index(ex.labels[task]) for ex in test], sims.argmax(1).tolist(), len(names))
+        out[task] = {"accuracy": accuracy(m), "macro_f1": macro_f1(m)}
+    return {"test": out, "trainable": 0, "wall_s": time.perf_counter() - t0, "samples_per_s": None,
+            "sts_spearman": evaluate_sts(SentenceEncoder.from_pretrained(cfg.model))["spearman"],
+            "command": "python examples/05_study.py zero_shot"}
+
+
+def continual():
+    t0 = time.perf_counter()
+    first = run("continual_1_domain", {"task_weights": {"sentiment": 0.0}})
+    second = run("continual_2_sentiment", {"init_from": str(OUT / "continual_1_domain" / "best"),
+                                           "freeze": ["head:domain"], "task_weights": {"domain": 0.0}})
+    second["wall_s"] = time.perf_counter() - t0
+    second["domain_before"] = first["test"]["domain"]
+    second["command"] = first["command"] + " --out_dir=runs/study/continual_1_domain; " + second["command"]
+    return second
+
+
+def main(names):
+    OUT.mkdir(parents=True, exist_ok=True)
+    results_path = OUT / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    torch.manual_seed(0)
+    for name in names:
+        print(f"\n##### {name}: {(ROWS | OTHER)[name][1]}")
+        if name == "zero_shot":
+            results[name] = zero_shot()
+        elif name == "continual":
+            results[name] = continual()
+        else:
+            results[name] = run(name, (ROWS | OTHER)[name][0])
+        results[name]["what"] = (ROWS | OTHER)[name][1]
+        results_path.write_text(json.dumps(results, indent=1) + "\n")
+    write_readme(results)
+
+
+def fmt(x, digits=3):
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def write_readme(results):
+    lines = [f"Measured with `make study` on {torch.get_num_threads()} CPU threads; test split (1,000 reviews) of "
+             f"multi_domain_sentiment, {STEPS} steps of 32 reviews cut at 128 tokens unless the row says otherwise.",
+             "", "| mode | domain acc | domain F1 | sentiment acc | sentiment F1 | trainable params | wall s | "
+                 "samples/s | STSb Spearman after | command |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in ROWS:
+        if name not in results:
+            continue
+        r = results[name]
+        d, s = r["test"].get("domain", {}), r["test"].get("sentiment", {})
+        extra = ""
+        if "domain_before" in r:
+            extra = f" (domain acc before phase 2: {r['domain_before']['accuracy']:.3f})"
+        lines.append(f"| {r['what']}{extra} | {fmt(d.get('accuracy'))} | {fmt(d.get('macro_f1'))} | "
+                     f"{fmt(s.get('accuracy'))} | {fmt(s.get('macro_f1'))} | {r['trainable']:,} | {r['wall_s']:.0f} | "
+                     f"{fmt(r['samples_per_s'], 1)} | {r['sts_spearman']:.2f} | `{r['command']}` |")
+    lines += ["", "| other set-ups | task: test acc / macro-F1 | wall s | STSb Spearman after | command |",
+              "|---|---|---|---|---|"]
+    for name in OTHER:
+        if name in results:
+            r = results[name]
+            tasks = "; ".join(f"{t}: {m['accuracy']:.3f} / {m['macro_f1']:.3f}" for t, m in r["test"].items())
+            lines.append(f"| {r['what']} | {tasks} | {r['wall_s']:.0f} | {r['sts_spearman']:.2f} | "
+                         f"`{r['command']}` |")
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    start, end = "<!-- study:start -->", "<!-- study:end -->"
+    head, rest = text.split(start, 1)
+    readme.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
+
+
+if __name__ == "__main__":
+    chosen = sys.argv[1:] or list(ROWS) + list(OTHER)
+    unknown = [n for n in chosen if n not in ROWS and n not in OTHER]
+    if unknown:
+        sys.exit(f"unknown rows {unknown}; choose from {list(ROWS) + list(OTHER)}")
+    main(chosen)

@@ -1,0 +1,38 @@
+"""Evaluating a MultiTaskModel: per-task loss, accuracy, macro-F1 and confusion matrix, plus one prediction
+record per example and task (the lines of predictions.jsonl)."""
+import torch
+import torch.nn.functional as F
+
+from minimt.data import collate
+from minimt.metrics import accuracy, confusion, macro_f1
+
+
+@torch.no_grad()
+def evaluate(model, examples, maps, split, batch_size=64, cache=None):
+    """Per task: loss, accuracy, macro-F1, confusion matrix; and one prediction record per example and task."""
+    model.eval()
+    out, preds = {}, []
+    y_all, p_all, loss_sum = {t: [] for t in maps}, {t: [] for t in maps}, {t: 0.0 for t in maps}
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        batch = collate(chunk, model.tokenizer, maps)
+        pooled = cache(chunk) if cache is not None else model.embed(
+            batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        logits = model.classify(pooled)
+        for t in maps:
+            y, lg = batch["labels"][t], logits[t].float()
+            keep = y != -100
+            if keep.any():
+                loss_sum[t] += F.cross_entropy(lg[keep], y[keep], reduction="sum").item()
+                y_all[t] += y[keep].tolist()
+                p_all[t] += lg[keep].argmax(-1).tolist()
+            probs = lg.softmax(-1)
+            for i, ex in enumerate(chunk):
+                preds.append({"split": split, "id": ex.id, "text": ex.text, "task": t, "label": ex.labels.get(t),
+                              "pred": maps[t][int(probs[i].argmax())],
+                              "probs": {name: round(float(p), 5) for name, p in zip(maps[t], probs[i])}})
+    for t, labels in maps.items():
+        m = confusion(y_all[t], p_all[t], len(labels))
+        out[t] = {"n": len(y_all[t]), "loss": loss_sum[t] / max(1, len(y_all[t])), "accuracy": accuracy(m),
+                  "macro_f1": macro_f1(m), "confusion": m.tolist()}
+    return out, preds
