@@ -168,8 +168,9 @@ def train(cfg: TrainConfig):
     out.mkdir(parents=True, exist_ok=True)
     metrics_log = open(out / "metrics.jsonl", "a", encoding="utf-8")
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
-    run_steps, seen, t0, plan_of = 0, 0, time.perf_counter(), None
+    run_steps, seen, train_time, plan_of = 0, 0, 0.0, None
     while step < total:
+        t0 = time.perf_counter()
         epoch, in_epoch = divmod(step, steps_per_epoch)
         if plan_of != epoch:  # the epoch's batches: a pure function of (seed, epoch), so --resume finds its place
             plan, plan_of = plan_epoch(train_set, tasks, cfg.batch_size, cfg.mixing, cfg.seed, epoch,
@@ -209,12 +210,13 @@ def train(cfg: TrainConfig):
         opt.step()
         opt.zero_grad(set_to_none=True)
         step, run_steps = step + 1, run_steps + 1
+        train_time += time.perf_counter() - t0
         progress(step, total, loss.item())
 
         # 4) evaluate on dev, keep the best checkpoint (mean macro-F1 over tasks) and the last one
         if step % eval_every == 0 or step == total:
             res, _ = evaluate(model, splits["dev"], maps, "dev", cfg.eval_batch_size, cache)
-            rate = seen / (time.perf_counter() - t0)
+            rate = seen / train_time  # training samples per second of training (evaluation not counted)
             lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)}
             for t, r in res.items():
                 metrics_log.write(json.dumps({"step": step, "epoch": step / steps_per_epoch, "split": "dev", "task": t,
@@ -240,7 +242,7 @@ def train(cfg: TrainConfig):
     for split in ("dev", "test"):
         res, preds = evaluate(best_model, splits[split], maps, split, cfg.eval_batch_size)
         for t, r in res.items():
-            metrics_log.write(json.dumps({"step": step, "epoch": cfg.epochs, "split": split, "task": t, **r,
+            metrics_log.write(json.dumps({"step": step, "epoch": step / steps_per_epoch, "split": split, "task": t, **r,
                                           "checkpoint": "best"}) + "\n")
             print(f"{split:4s} {t}: accuracy {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  (n={r['n']})")
         with open(out / "predictions.jsonl", "a" if split == "test" else "w", encoding="utf-8") as f:
