@@ -50,6 +50,7 @@ class Source:
     split: str = ""              # "train" | "dev" | "test" when the file already is that split; "" = split by seed
     limit: int = 0               # > 0: a seeded random subset of this many rows, for quick runs
     skip_empty_text: bool = False  # True: leave out rows with an empty text cell (otherwise they are an error)
+    quoting: bool = True         # CSV/TSV: '"' quotes fields (multi-domain reviews); False: quotes are text (AG News)
 
     def __post_init__(self):
         if self.format not in ("", "csv", "tsv", "jsonl"):
@@ -64,7 +65,7 @@ class Source:
                             for task, names in self.label_names.items()}
 
 
-def _records(path, fmt, columns):
+def _records(path, fmt, columns, quoting=True):
     """One file -> (its column names, [{column: value}, ...]), a dict per record."""
     if fmt == "jsonl":
         if columns:
@@ -84,7 +85,8 @@ def _records(path, fmt, columns):
         return sorted({key for row in rows for key in row}), rows
     # newline="": quoted fields keep their own line breaks; -sig: a byte-order mark is not part of a column name
     with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter="\t" if fmt == "tsv" else ",")
+        reader = csv.reader(f, delimiter="\t" if fmt == "tsv" else ",",
+                            quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE)
         header = list(columns) if columns else next(reader, [])
         rows = []
         for cells in reader:
@@ -126,7 +128,7 @@ def read_source(source, data_dir=None, seed=0):
             raise ValueError(f"{path}: cannot tell the format from the extension {path.suffix!r}; set format='csv', "
                              f"'tsv' or 'jsonl' on its Source")
         try:
-            columns, rows = _records(path, fmt, source.columns)
+            columns, rows = _records(path, fmt, source.columns, source.quoting)
         except (UnicodeDecodeError, csv.Error) as e:  # neither names the file
             raise ValueError(f"{path}: cannot read it as UTF-8 {fmt}: {e}") from None
         if not rows:

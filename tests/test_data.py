@@ -35,6 +35,15 @@ def test_tsv_quoted_fields_crlf_and_file_labels(tmp_path):
                                       {"topic": "dvd", "sentiment": "positive"}]
 
 
+def test_unquoted_tsv_keeps_quote_characters(tmp_path):
+    """AG News and SST-2 quote nothing: a '"' is text. With quoting on, the csv module would eat it."""
+    path = write(tmp_path / "news.tsv", '"Big Blue" gains\tSci/Tech\nsaid ""no""\tWorld\n')
+    src = Source(path=str(path), text="text", labels={"topic": "topic"}, columns=["text", "topic"], quoting=False)
+    assert [ex.text for ex in read_source(src)] == ['"Big Blue" gains', 'said ""no""']
+    quoted = read_source(Source(path=str(path), text="text", labels={"topic": "topic"}, columns=["text", "topic"]))
+    assert quoted[0].text != '"Big Blue" gains'
+
+
 def test_headerless_csv_with_columns_and_many_to_one_names(tmp_path):
     write(tmp_path / "news.csv", '"3","Title, one","Desc ""quoted"""\n"1","T2","D2"\n"4","T3","D3"\n')
     names = {"topic": {1: "World", 3: "Business", 4: "Sci/Tech"}}  # number keys match the cells "1", "3", "4"
