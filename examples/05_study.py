@@ -17,6 +17,7 @@ import torch
 from minimt import SentenceEncoder, cos_sim
 from minimt.checkpoint import load_model
 from minimt.data import Source, load_splits
+from minimt.freeze import freeze, unfreeze
 from minimt.similarity import evaluate_sts
 from minimt.train import TrainConfig, load_config, train
 
@@ -65,8 +66,25 @@ OTHER = {
 
 
 def command(overrides):
-    args = " ".join(f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items())
-    return f"python -m minimt train {BASE} {args}".strip()
+    def arg(k, v):
+        if isinstance(v, str):
+            return f"--{k}={v}"
+        text = json.dumps(v)
+        return f"--{k}='{text}'" if isinstance(v, (list, dict)) else f"--{k}={text}"
+    return f"python -m minimt train {BASE} " + " ".join(arg(k, v) for k, v in overrides.items())
+
+
+def trainable_counts(model, cfg):
+    """(parameters trainable at the first step, at the last): they differ only under gradual unfreezing."""
+    def count():
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    freeze(model, *cfg.freeze)
+    end = count()
+    if cfg.unfreeze_every:
+        freeze(model, "backbone")
+    start = count()
+    unfreeze(model, "all")
+    return start, end
 
 
 def sts_after(model):
@@ -88,9 +106,8 @@ def run(name, overrides):
     wall = time.perf_counter() - t0
     rows = [json.loads(line) for line in (OUT / name / "metrics.jsonl").read_text().splitlines()]
     rate = [r["samples_per_s"] for r in rows if "samples_per_s" in r][-1]
-    return {"test": test_metrics(OUT / name), "trainable": sum(p.numel() for p in model.parameters()
-                                                                if p.requires_grad),
-            "wall_s": wall, "samples_per_s": rate, "sts_spearman": sts_after(model),
+    start, end = trainable_counts(model, cfg)
+    return {"test": test_metrics(OUT / name), "trainable": end, "trainable_start": start, "wall_s": wall, "samples_per_s": rate, "sts_spearman": sts_after(model),
             "command": command({k: v for k, v in settings.items() if k != "out_dir"})}
 
 
@@ -116,7 +133,7 @@ def zero_shot():
 def continual():
     t0 = time.perf_counter()
     first = run("continual_1_domain", {"task_weights": {"sentiment": 0.0}})
-    second = run("continual_2_sentiment", {"init_from": str(OUT / "continual_1_domain" / "best"),
+    second = run("continual_2_sentiment", {"init_from": "runs/study/continual_1_domain/best",
                                            "freeze": ["head:domain"], "task_weights": {"domain": 0.0}})
     second["wall_s"] = time.perf_counter() - t0
     second["domain_before"] = first["test"]["domain"]
@@ -137,6 +154,8 @@ def main(names):
             results[name] = continual()
         else:
             results[name] = run(name, (ROWS | OTHER)[name][0])
+            if name in OTHER:  # their sources are long JSON: name the row, whose settings are above
+                results[name]["command"] = f"python examples/05_study.py {name}"
         results[name]["what"] = (ROWS | OTHER)[name][1]
         results_path.write_text(json.dumps(results, indent=1) + "\n")
     write_readme(results)
@@ -156,12 +175,16 @@ def write_readme(results):
             continue
         r = results[name]
         d, s = r["test"].get("domain", {}), r["test"].get("sentiment", {})
+        trainable = f"{r['trainable']:,}"
+        if r.get("trainable_start", r["trainable"]) != r["trainable"]:
+            trainable = f"{r['trainable_start']:,} → {r['trainable']:,}"
+        rate = "—" if r["samples_per_s"] is None else f"{r['samples_per_s']:,.{1 if r['samples_per_s'] < 100 else 0}f}"
         extra = ""
         if "domain_before" in r:
             extra = f" (domain acc before phase 2: {r['domain_before']['accuracy']:.3f})"
         lines.append(f"| {r['what']}{extra} | {fmt(d.get('accuracy'))} | {fmt(d.get('macro_f1'))} | "
-                     f"{fmt(s.get('accuracy'))} | {fmt(s.get('macro_f1'))} | {r['trainable']:,} | {r['wall_s']:.0f} | "
-                     f"{fmt(r['samples_per_s'], 1)} | {r['sts_spearman']:.2f} | `{r['command']}` |")
+                     f"{fmt(s.get('accuracy'))} | {fmt(s.get('macro_f1'))} | {trainable} | {r['wall_s']:.0f} | "
+                     f"{rate} | {r['sts_spearman']:.2f} | `{r['command']}` |")
     if "heads_cached" in results and "heads_uncached" in results:
         fast, slow = results["heads_cached"]["samples_per_s"], results["heads_uncached"]["samples_per_s"]
         lines += ["", f"Embedding cache: heads-only training runs at {fast:,.0f} samples/s on cached vectors against "
@@ -183,6 +206,11 @@ def write_readme(results):
 
 
 if __name__ == "__main__":
+    import os
+    os.chdir(ROOT)  # the settings name paths relative to the repository (runs/study/..., examples/...)
+    if sys.argv[1:] == ["readme"]:  # rewrite the README's tables from runs/study/results.json, no training
+        write_readme(json.loads((OUT / "results.json").read_text()))
+        sys.exit()
     chosen = sys.argv[1:] or list(ROWS) + list(OTHER)
     unknown = [n for n in chosen if n not in ROWS and n not in OTHER]
     if unknown:
