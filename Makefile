@@ -43,7 +43,7 @@ freeze: setup weights  ## Task 3: each freezing scenario and the trainable table
 train: setup weights  ## Task 4: train domain + sentiment on real reviews (-> runs/train/best/), label new ones
 	$(PY) examples/04_train.py
 
-study: setup weights  ## the freeze study: every mode measured on real data (~45 min; table -> README)
+study: setup weights  ## the freeze study: every mode measured on real data (~1 hour; table -> README)
 	$(PY) examples/05_study.py
 
 $(DEV)/.installed: pyproject.toml tests/bench/requirements.txt

@@ -2,6 +2,7 @@
 from minimt.config import BertConfig
 from minimt.encoder import SentenceEncoder
 from minimt.model import BertModel
+from minimt.multitask import MultiTaskModel
 from minimt.similarity import cos_sim, evaluate_sts, semantic_search
 
-__all__ = ["BertConfig", "BertModel", "SentenceEncoder", "cos_sim", "semantic_search", "evaluate_sts"]
+__all__ = ["BertConfig", "BertModel", "MultiTaskModel", "SentenceEncoder", "cos_sim", "semantic_search", "evaluate_sts"]

@@ -50,7 +50,7 @@ def main(argv=None):
     ev.add_argument("--data", help="a CSV, TSV or JSONL file to evaluate on instead")
     ev.add_argument("--text", default="text", help="text column of --data (default: text)")
     ev.add_argument("--label", action="append", default=[], metavar="TASK=COLUMN",
-                    help="a task's label column in --data (repeat per task)")
+                    help="a task's label column in --data, holding label names the model knows (repeat per task)")
     ev.add_argument("--out", help="folder for metrics.json and predictions.jsonl (default: the checkpoint's)")
 
     w = sub.add_parser("weights", help="fetch a checkpoint into weights/",

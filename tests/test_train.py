@@ -135,6 +135,17 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, data_file, tiny_check
     assert_same_weights(weights(tmp_path / "full" / "run"), weights(tmp_path / "cut" / "run"))
 
 
+def test_bf16_autocast_trains(tmp_path, data_file, tiny_checkpoint):
+    train(config(tmp_path, data_file, tiny_checkpoint, epochs=1, bf16=True))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss"] == r["loss"] for r in rows)  # no NaN
+    after = weights(tmp_path / "run")
+    assert after["encoder.layers.0.attn.query.weight"].dtype == torch.float32  # autocast leaves the weights fp32
+    before = load_file(tiny_checkpoint / "model.safetensors")
+    assert not torch.equal(after["encoder.layers.0.attn.query.weight"],
+                           before["encoder.layer.0.attention.self.query.weight"])
+
+
 def test_embedding_cache_equals_live_encoder(tmp_path, data_file, tiny_checkpoint):
     cfg = config(tmp_path, data_file, tiny_checkpoint, freeze=["backbone"], cache_embeddings=True)
     from minimt.data import Source, load_splits
