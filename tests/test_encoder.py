@@ -81,3 +81,18 @@ def test_tokenizer_cuts_at_256_and_pads_to_longest(minilm):
     assert batch["input_ids"].shape == (2, 5)  # the longest in the batch, not a fixed 128
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
     assert batch["input_ids"][0, -1] == 0  # [PAD]
+
+
+def test_bfloat16_quality_gate(minilm):
+    """bf16 weights and activations: every embedding within cosine 0.9995 of float32 (200 STSb sentences)."""
+    from minimt import SentenceEncoder
+    from minimt.similarity import read_sts
+    s1, s2, _ = read_sts("test")
+    texts = s1[:100] + s2[:100]
+    bf16 = SentenceEncoder.from_pretrained("all-MiniLM-L6-v2", dtype="bfloat16")
+    a, b = minilm.encode(texts), bf16.encode(texts)
+    assert b.dtype == np.float32  # returned as float32 whatever the compute dtype
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() >= 0.9995, f"smallest cosine bf16 vs fp32 {cos.min():.6f} < 0.9995"
+    with pytest.raises(ValueError, match="dtype 'float16' is not supported"):
+        SentenceEncoder.from_pretrained("all-MiniLM-L6-v2", dtype="float16")

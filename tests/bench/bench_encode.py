@@ -39,9 +39,11 @@ def main():
     w1 = s1 + s2
     st = SentenceTransformer(str(MINILM), device="cpu")
     mt = SentenceEncoder.from_pretrained(MINILM)
+    mt16 = SentenceEncoder.from_pretrained(MINILM, dtype="bfloat16")
     contenders = {
         "sentence-transformers encode (batch 32)": lambda: st.encode(w1, batch_size=32, convert_to_numpy=True),
         "minimt encode (batch 32)": lambda: mt.encode(w1, batch_size=32),
+        "minimt encode bfloat16 (batch 32)": lambda: mt16.encode(w1, batch_size=32),
     }
     outputs = {name: fn() for name, fn in contenders.items()}  # warm-up, and the outputs to compare
     ref = outputs["sentence-transformers encode (batch 32)"]
