@@ -143,4 +143,7 @@ def run_checkpoint_command(args):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:  # bad input: the message, not a traceback
+        sys.exit(f"minimt: error: {e}")
