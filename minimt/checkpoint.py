@@ -89,3 +89,14 @@ def load_model(path):
 def load_train_state(path):
     # weights_only: plain tensors and containers, never arbitrary pickled objects
     return torch.load(find(path) / "train_state.pt", weights_only=True)
+
+
+def init_from(model, path):
+    """Copy a trained checkpoint's encoder, and each head whose task has the same labels, into `model`."""
+    src = load_model(path)
+    same = [t for t in model.tasks if src.tasks.get(t) == model.tasks[t]]
+    state = {k: v for k, v in src.state_dict().items()
+             if k.startswith("encoder.") or k.split(".")[1] in same}
+    missing, _ = model.load_state_dict(state, strict=False)
+    assert all(k.startswith("heads.") for k in missing), missing
+    return f"initialised from {path}: encoder and heads {same or 'none'}"

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from minimt import checkpoint
-from minimt.data import Source, check_labels, collate, encode_labels, label_maps, load_splits, plan_epoch
+from minimt import checkpoint, distributed
+from minimt.data import Source, check_labels, encode_labels, label_maps, load_splits, plan_epoch
 from minimt.encoder import SentenceEncoder
 from minimt.evaluate import evaluate
 from minimt.freeze import freeze, open_units, param_groups, trainable_table, unfreeze_schedule
@@ -83,27 +83,17 @@ def lr_at(step, total, warmup, schedule):
     return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def task_loss(logits, labels, task, weights):
+def task_loss(logits, labels, task, weights, counts=None):
     """Weighted sum over tasks of mean cross-entropy on the rows that carry that task's label (-100 = none).
-    `task` None (joint): every head contributes, even with no labelled row (as 0), so all take part every step."""
+    `task` None (joint): every head contributes, even with no labelled row (as 0), so all take part every step.
+    counts: labelled rows per task in the whole batch, when this process holds only a share of it (DDP)."""
     loss = 0.0
     for t in ([task] if task else logits):
         y = labels[t]
-        n = (y != -100).sum().clamp(min=1)
+        n = (counts[t] if counts is not None else (y != -100).sum()).clamp(min=1)
         loss = loss + weights.get(t, 1.0) * F.cross_entropy(logits[t].float(), y, ignore_index=-100,
                                                             reduction="sum") / n
     return loss
-
-
-def init_from(model, path):
-    """Copy a trained checkpoint's encoder, and each head whose task has the same labels, into `model`."""
-    src = checkpoint.load_model(path)
-    same = [t for t in model.tasks if src.tasks.get(t) == model.tasks[t]]
-    state = {k: v for k, v in src.state_dict().items()
-             if k.startswith("encoder.") or k.split(".")[1] in same}
-    missing, _ = model.load_state_dict(state, strict=False)
-    assert all(k.startswith("heads.") for k in missing), missing
-    print(f"initialised from {path}: encoder and heads {same or 'none'}")
 
 
 def build_optimizer(model, cfg, step):
@@ -124,6 +114,11 @@ def build_optimizer(model, cfg, step):
 
 
 def train(cfg: TrainConfig):
+    rank, world = distributed.init()
+    if world > 1 and cfg.resume:
+        raise ValueError("resume with several processes is not supported yet (each rank's RNG would have to be "
+                         "saved); resume with a single process")
+    log = print if rank == 0 else quiet  # one process speaks, writes logs and checkpoints
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
     sources = [Source(**s) for s in cfg.sources]
@@ -132,7 +127,7 @@ def train(cfg: TrainConfig):
     maps = label_maps(splits["train"], tasks)
     for split in ("dev", "test"):
         check_labels(splits[split], maps, split)
-    print(f"data: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + " | tasks: "
+    log(f"data: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + " | tasks: "
           + "; ".join(f"{t} ({len(labels)}: {', '.join(labels)})" for t, labels in maps.items()))
 
     encoder = SentenceEncoder.from_pretrained(cfg.model)
@@ -140,7 +135,9 @@ def train(cfg: TrainConfig):
         encoder.max_seq_length = cfg.max_seq_length
     model = MultiTaskModel(encoder, maps, head=cfg.head, dropout=cfg.dropout)
     if cfg.init_from:
-        init_from(model, cfg.init_from)
+        log(checkpoint.init_from(model, cfg.init_from))
+    if world > 1:
+        torch.manual_seed(cfg.seed + rank)  # same initial weights everywhere, different dropout per rank
 
     train_set = splits["train"]
     steps_per_epoch = math.ceil(len(plan_epoch(train_set, tasks, cfg.batch_size, cfg.mixing, cfg.seed, 0,
@@ -154,19 +151,19 @@ def train(cfg: TrainConfig):
         model.load_state_dict(checkpoint.load_model(out / "last").state_dict())
         step, best = state["step"], state["best"]
         torch.set_rng_state(state["rng"])
-        print(f"resuming from {out / 'last'} at step {step}")
+        log(f"resuming from {out / 'last'} at step {step}")
     opt = build_optimizer(model, cfg, step)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
-    print(trainable_table(model, opt.param_groups))
+    log(trainable_table(model, opt.param_groups))
     cache = None
     if cfg.cache_embeddings:
         t = time.perf_counter()
         cache = EmbeddingCache(model, [ex.text for exs in splits.values() for ex in exs], cfg.eval_batch_size)
-        print(f"embedding cache: {len(cache.row)} distinct texts encoded once in {time.perf_counter() - t:.1f}s")
+        log(f"embedding cache: {len(cache.row)} distinct texts encoded once in {time.perf_counter() - t:.1f}s")
 
     out.mkdir(parents=True, exist_ok=True)
-    metrics_log = open(out / "metrics.jsonl", "a", encoding="utf-8")
+    metrics_log = open(out / "metrics.jsonl", "a", encoding="utf-8") if rank == 0 else None
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
     run_steps, seen, train_time, plan_of = 0, 0, 0.0, None
     while step < total:
@@ -184,7 +181,7 @@ def train(cfg: TrainConfig):
             for g in opt.param_groups:
                 g.setdefault("base_lr", g["lr"])
             if opened:
-                print(f"step {step}: unfroze {', '.join(opened)}")
+                log(f"step {step}: unfroze {', '.join(opened)}")
         factor = lr_at(step, total, cfg.warmup, cfg.schedule)
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * factor
@@ -192,29 +189,34 @@ def train(cfg: TrainConfig):
         # 2) forward and backward over the micro-batches; the loss is averaged over them
         model.train()
         for task, idx in micro:
-            examples = [train_set[i] for i in idx]
-            with autocast:
-                if cache is not None:  # frozen backbone: the vectors are known, only the labels are needed
-                    pooled, labels = cache(examples), encode_labels(examples, maps)
-                else:
-                    batch = collate(examples, model.tokenizer, maps)
-                    pooled, labels = model.embed(batch["input_ids"], batch["attention_mask"],
-                                                 batch["token_type_ids"]), batch["labels"]
-                loss = task_loss(model.classify(pooled), labels, task, cfg.task_weights)
-            (loss / len(micro)).backward()
+            examples = [train_set[i] for i in idx[rank::world]]  # this rank's share of the batch
+            labels = encode_labels(examples, maps)
+            counts = distributed.all_sum(torch.stack([(labels[t] != -100).sum() for t in maps]))
+            if examples:
+                with autocast:
+                    if cache is not None:  # frozen backbone: the vectors are known, only the labels are needed
+                        pooled = cache(examples)
+                    else:
+                        batch = model.tokenizer([ex.text for ex in examples])
+                        pooled = model.embed(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+                    loss = task_loss(model.classify(pooled), labels, task, cfg.task_weights, dict(zip(maps, counts)))
+                (loss / len(micro)).backward()
             seen += len(idx)
+        trainable = [p for g in opt.param_groups for p in g["params"]]
+        distributed.sync_gradients(trainable)  # several processes: every rank now holds the whole batch's gradient
 
         # 3) clip and update; frozen tensors are in no group, so weight decay never touches them
         if cfg.clip:
-            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.clip)
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         step, run_steps = step + 1, run_steps + 1
         train_time += time.perf_counter() - t0
-        progress(step, total, loss.item())
+        if rank == 0:
+            progress(step, total, loss.item())
 
         # 4) evaluate on dev, keep the best checkpoint (mean macro-F1 over tasks) and the last one
-        if step % eval_every == 0 or step == total:
+        if rank == 0 and (step % eval_every == 0 or step == total):
             res, _ = evaluate(model, splits["dev"], maps, "dev", cfg.eval_batch_size, cache)
             rate = seen / train_time  # training samples per second of training (evaluation not counted)
             lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)}
@@ -233,9 +235,15 @@ def train(cfg: TrainConfig):
             checkpoint.save(out / "last", model, meta, {"optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
                                                         "step": step, "best": best})
         if cfg.stop_after and run_steps >= cfg.stop_after and step < total:
-            print(f"stopping after {run_steps} steps as asked (stop_after); continue with --resume")
-            metrics_log.close()
+            log(f"stopping after {run_steps} steps as asked (stop_after); continue with --resume")
+            if rank == 0:
+                metrics_log.close()
+            distributed.finish()
             return model
+
+    if rank != 0:
+        distributed.finish()
+        return model
 
     # 5) the best checkpoint on the test split, with one prediction line per example and task
     best_model = checkpoint.load_model(out / "best")
@@ -248,7 +256,12 @@ def train(cfg: TrainConfig):
         with open(out / "predictions.jsonl", "a" if split == "test" else "w", encoding="utf-8") as f:
             f.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in preds)
     metrics_log.close()
+    distributed.finish()
     return best_model
+
+
+def quiet(*args, **kwargs):
+    pass
 
 
 def progress(step, total, loss):

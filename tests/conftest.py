@@ -1,4 +1,5 @@
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,22 @@ def tiny_checkpoint(minilm_dir, tmp_path_factory):
     (d / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": cfg.max_seq_length}))
     shutil.copy(minilm_dir / "tokenizer.json", d / "tokenizer.json")
     return d
+
+
+TOPICS = {"sport": ["football", "tennis", "goal", "match"], "food": ["pizza", "bread", "cheese", "soup"],
+          "tech": ["laptop", "phone", "battery", "screen"]}
+MOODS = {"positive": ["great", "love", "wonderful"], "negative": ["awful", "hate", "broken"]}
+
+
+@pytest.fixture(scope="session")
+def data_file(tmp_path_factory):
+    """120 short texts with a topic and a sentiment; every 7th row lacks its sentiment label."""
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("data") / "reviews.tsv"
+    lines = ["text\ttopic\tmood"]
+    for i in range(120):
+        topic, mood = rng.choice(sorted(TOPICS)), rng.choice(sorted(MOODS))
+        text = f"{rng.choice(MOODS[mood])} {rng.choice(TOPICS[topic])} {rng.choice(TOPICS[topic])} number {i}"
+        lines.append(f"{text}\t{topic}\t{'' if i % 7 == 0 else mood}")
+    path.write_text("\n".join(lines) + "\n")
+    return path

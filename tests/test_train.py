@@ -14,25 +14,7 @@ from safetensors.torch import load_file
 from minimt import checkpoint
 from minimt.multitask import EmbeddingCache, MultiTaskModel
 from minimt.train import TrainConfig, load_config, lr_at, task_loss, train
-
-TOPICS = {"sport": ["football", "tennis", "goal", "match"], "food": ["pizza", "bread", "cheese", "soup"],
-          "tech": ["laptop", "phone", "battery", "screen"]}
-MOODS = {"positive": ["great", "love", "wonderful"], "negative": ["awful", "hate", "broken"]}
-
-
-@pytest.fixture(scope="module")
-def data_file(tmp_path_factory):
-    """120 short texts with a topic and a sentiment; every 7th row lacks its sentiment label."""
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("data") / "reviews.tsv"
-    lines = ["text\ttopic\tmood"]
-    for i in range(120):
-        topic, mood = rng.choice(sorted(TOPICS)), rng.choice(sorted(MOODS))
-        text = f"{rng.choice(MOODS[mood])} {rng.choice(TOPICS[topic])} {rng.choice(TOPICS[topic])} number {i}"
-        lines.append(f"{text}\t{topic}\t{'' if i % 7 == 0 else mood}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
+from conftest import TOPICS
 
 def config(tmp_path, data_file, tiny_checkpoint, **kw):
     base = dict(sources=[{"path": str(data_file), "text": "text", "labels": {"topic": "topic", "mood": "mood"}}],
@@ -179,6 +161,20 @@ def test_frozen_backbone_stays_bit_identical(tmp_path, data_file, tiny_checkpoin
     for k, v in after.items():
         if k.startswith("encoder."):
             assert torch.equal(v, before[checkpoint_name(k[len("encoder."):])]), k
+
+
+def test_init_from_copies_encoder_and_matching_heads(tmp_path, data_file, tiny_checkpoint):
+    train(config(tmp_path / "a", data_file, tiny_checkpoint, epochs=1))
+    src = MultiTaskModel.from_checkpoint(tmp_path / "a" / "run" / "best")
+    model = MultiTaskModel.from_checkpoint(tmp_path / "a" / "run" / "best")
+    torch.nn.init.zeros_(model.encoder.layers[0].ffn.up.weight)
+    model.tasks["mood"] = ["negative", "neutral", "positive"]  # other labels: that head must not be copied
+    torch.nn.init.zeros_(model.heads["mood"].out.bias)
+    msg = checkpoint.init_from(model, tmp_path / "a" / "run" / "best")
+    assert msg.endswith("heads ['topic']")
+    assert torch.equal(model.encoder.layers[0].ffn.up.weight, src.encoder.layers[0].ffn.up.weight)
+    assert torch.equal(model.heads["topic"].out.weight, src.heads["topic"].out.weight)
+    assert model.heads["mood"].out.bias.abs().sum() == 0
 
 
 def test_config_errors(tmp_path, data_file, tiny_checkpoint):
