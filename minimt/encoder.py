@@ -18,6 +18,7 @@ from minimt.tokenizer import Tokenizer
 from minimt.weights import load_weights
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+CHUNK = 4096  # texts sorted together; larger pads a little less, smaller holds fewer token lists at once
 
 
 class SentenceEncoder:
@@ -66,21 +67,22 @@ class SentenceEncoder:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         normalize = self.config.normalize if normalize is None else normalize
 
-        ids = self.tokenizer.encode(texts)
-        # longest first: similar lengths share a batch, so little compute is spent on padding
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out = torch.empty(len(texts), self.dim, dtype=torch.float32)
-        starts = range(0, len(order), batch_size)
-        for n, start in enumerate(starts):
-            idx = order[start:start + batch_size]
-            batch = self.tokenizer.pad([ids[i] for i in idx])
-            hidden = self.model(**batch)                                      # (b, T, H)
-            emb = pool(hidden, batch["attention_mask"], self.config.pooling)  # (b, H)
-            if normalize:
-                emb = l2_normalize(emb)
-            out[idx] = emb.float()                                            # scatter back to input order
+        # texts are tokenized and sorted a chunk at a time, so memory beyond `out` stays flat for any corpus size
+        for c0 in range(0, len(texts), CHUNK):
+            ids = self.tokenizer.encode(texts[c0:c0 + CHUNK])
+            # longest first: similar lengths share a batch, so little compute is spent on padding
+            order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                batch = self.tokenizer.pad([ids[i] for i in idx])
+                hidden = self.model(**batch)                                      # (b, T, H)
+                emb = pool(hidden, batch["attention_mask"], self.config.pooling)  # (b, H)
+                if normalize:
+                    emb = l2_normalize(emb)
+                out[[c0 + i for i in idx]] = emb.float()                          # scatter back to input order
             if show_progress_bar:
-                print(f"\rbatches {n + 1}/{len(starts)}", end="", file=sys.stderr, flush=True)
+                print(f"\rencoded {min(c0 + CHUNK, len(texts))}/{len(texts)}", end="", file=sys.stderr, flush=True)
         if show_progress_bar:
             print(file=sys.stderr)
 

@@ -96,3 +96,12 @@ def test_bfloat16_quality_gate(minilm):
     assert cos.min() >= 0.9995, f"smallest cosine bf16 vs fp32 {cos.min():.6f} < 0.9995"
     with pytest.raises(ValueError, match="dtype 'float16' is not supported"):
         SentenceEncoder.from_pretrained("all-MiniLM-L6-v2", dtype="float16")
+
+
+def test_chunked_encoding_equals_one_chunk(minilm, monkeypatch):
+    """Long inputs are tokenized and sorted a chunk at a time (flat memory); results must not change."""
+    from minimt import encoder
+    texts = [f"sentence number {i} " + "word " * (i % 13) for i in range(50)]
+    whole = minilm.encode(texts, batch_size=8)
+    monkeypatch.setattr(encoder, "CHUNK", 7)
+    assert_close(minilm.encode(texts, batch_size=8), whole, 1e-6, "chunks of 7 vs one chunk")
