@@ -86,6 +86,10 @@ def load_model(path):
     return model.eval()
 
 
+def load_tensors(path):
+    return load_file(find(path) / "model.safetensors")
+
+
 def load_train_state(path):
     # weights_only: plain tensors and containers, never arbitrary pickled objects
     return torch.load(find(path) / "train_state.pt", weights_only=True)

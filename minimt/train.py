@@ -148,7 +148,7 @@ def train(cfg: TrainConfig):
     state = None
     if cfg.resume:
         state = checkpoint.load_train_state(out / "last")
-        model.load_state_dict(checkpoint.load_model(out / "last").state_dict())
+        model.load_state_dict(checkpoint.load_tensors(out / "last"))
         step, best = state["step"], state["best"]
         torch.set_rng_state(state["rng"])
         log(f"resuming from {out / 'last'} at step {step}")
