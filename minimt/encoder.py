@@ -71,11 +71,7 @@ class SentenceEncoder:
         # texts are tokenized and sorted a chunk at a time, so memory beyond `out` stays flat for any corpus size
         for c0 in range(0, len(texts), CHUNK):
             ids = self.tokenizer.encode(texts[c0:c0 + CHUNK])
-            # longest first: similar lengths share a batch, so little compute is spent on padding
-            order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                batch = self.tokenizer.pad([ids[i] for i in idx])
+            for idx, batch in self.tokenizer.sorted_batches(ids, batch_size):
                 hidden = self.model(**batch)                                      # (b, T, H)
                 emb = pool(hidden, batch["attention_mask"], self.config.pooling)  # (b, H)
                 if normalize:

@@ -8,8 +8,9 @@ from minimt.metrics import accuracy, confusion, macro_f1
 
 
 @torch.no_grad()
-def evaluate(model, examples, maps, split, batch_size=64, cache=None):
-    """Per task: loss, accuracy, macro-F1, confusion matrix; and one prediction record per example and task."""
+def evaluate(model, examples, maps, split, batch_size=64, cache=None, records=True):
+    """Per task: loss, accuracy, macro-F1, confusion matrix; and (records=True) one prediction record per
+    example and task, for predictions.jsonl."""
     model.eval()
     out, preds = {}, []
     y_all, p_all, loss_sum = {t: [] for t in maps}, {t: [] for t in maps}, {t: 0.0 for t in maps}
@@ -26,6 +27,8 @@ def evaluate(model, examples, maps, split, batch_size=64, cache=None):
                 loss_sum[t] += F.cross_entropy(lg[keep], y[keep], reduction="sum").item()
                 y_all[t] += y[keep].tolist()
                 p_all[t] += lg[keep].argmax(-1).tolist()
+            if not records:
+                continue
             probs = lg.softmax(-1)
             for i, ex in enumerate(chunk):
                 preds.append({"split": split, "id": ex.id, "text": ex.text, "task": t, "label": ex.labels.get(t),

@@ -99,11 +99,9 @@ class MultiTaskModel(nn.Module):
         was_training = self.training
         self.eval()
         ids = self.tokenizer.encode(list(texts))
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out = [None] * len(ids)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            _, logits = self(**self.tokenizer.pad([ids[i] for i in idx]))
+        for idx, batch in self.tokenizer.sorted_batches(ids, batch_size):
+            _, logits = self(**batch)
             probs = {t: lg.float().softmax(-1) for t, lg in logits.items()}           # (b, C_t) each
             for row, i in enumerate(idx):
                 out[i] = {t: (self.tasks[t][int(p[row].argmax())], float(p[row].max())) for t, p in probs.items()}
@@ -129,11 +127,8 @@ class EmbeddingCache:
         self.vectors = torch.empty(len(texts), model.config.hidden_size)  # (N, H)
         was_training = model.training
         model.eval()
-        ids = model.tokenizer.encode(texts)
-        order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))  # length-sorted: little padding
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            self.vectors[idx] = model.embed(**model.tokenizer.pad([ids[i] for i in idx])).float()
+        for idx, batch in model.tokenizer.sorted_batches(model.tokenizer.encode(texts), batch_size):
+            self.vectors[idx] = model.embed(**batch).float()
         model.train(was_training)
 
     def __call__(self, examples):

@@ -45,5 +45,13 @@ class Tokenizer:
         return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask),
                 "token_type_ids": torch.zeros(B, T, dtype=torch.int64)}  # one segment: all type 0
 
+    def sorted_batches(self, ids, batch_size):
+        """(indices into ids, padded batch) pairs, longest first: similar lengths share a batch, so little
+        compute goes to padding. The caller scatters each batch's results back to its indices."""
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            yield idx, self.pad([ids[i] for i in idx])
+
     def __call__(self, texts):
         return self.pad(self.encode(texts))

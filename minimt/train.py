@@ -217,7 +217,7 @@ def train(cfg: TrainConfig):
 
         # 4) evaluate on dev, keep the best checkpoint (mean macro-F1 over tasks) and the last one
         if rank == 0 and (step % eval_every == 0 or step == total):
-            res, _ = evaluate(model, splits["dev"], maps, "dev", cfg.eval_batch_size, cache)
+            res, _ = evaluate(model, splits["dev"], maps, "dev", cfg.eval_batch_size, cache, records=False)
             rate = seen / train_time  # training samples per second of training (evaluation not counted)
             lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)}
             for t, r in res.items():
