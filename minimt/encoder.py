@@ -1,7 +1,10 @@
 """SentenceEncoder: sentences in, fixed-length embeddings out (what sentence-transformers' encode does).
 
-    texts ─► tokenize (cut at max_seq_length) ─► sort by length ─► batches padded to their longest
-          ─► BertModel (B, T, H) ─► pool over real tokens (B, H) ─► L2-normalise ─► back in input order
+    texts ─► tokenize (cut at max_seq_length) ─► sort by length ─► batches by token budget
+          ─► BERT ─► pool over real tokens (B, H) ─► L2-normalise ─► back in input order
+
+Two engines compute the BERT step, tested equal: "fast" (minimt/fast.py: packed real tokens, no padding; the
+default) and "readable" (minimt/model.py's BertModel.forward on padded (B, T) batches, as in training).
 """
 import sys
 from pathlib import Path
@@ -11,6 +14,7 @@ import torch
 
 from minimt import download
 from minimt.config import BertConfig
+from minimt.fast import FastBert
 from minimt.model import BertModel
 from minimt.pooling import normalize as l2_normalize
 from minimt.pooling import pool
@@ -19,16 +23,24 @@ from minimt.weights import load_weights
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 CHUNK = 4096  # texts sorted together; larger pads a little less, smaller holds fewer token lists at once
+MAX_TOKENS = 4096  # tokens per batch (texts x longest): matmuls of ~4k rows ran at the CPU's GEMM peak (make bench)
+ENGINES = ("fast", "readable")
 
 
 class SentenceEncoder:
-    def __init__(self, model: BertModel, tokenizer: Tokenizer):
+    def __init__(self, model: BertModel, tokenizer: Tokenizer, engine="fast"):
+        if engine not in ENGINES:
+            raise ValueError(f"engine {engine!r} is not known; use one of {ENGINES}")
+        if engine == "fast" and not all(layer.attn.use_sdpa for layer in model.layers):
+            raise ValueError("the fast engine always uses SDPA; for manual attention pass engine='readable'")
         self.model = model.eval()  # inference: no dropout
         self.tokenizer = tokenizer
         self.config = model.config
+        self.engine = engine
+        self.fast = FastBert(model) if engine == "fast" else None
 
     @classmethod
-    def from_pretrained(cls, name_or_path="all-MiniLM-L6-v2", dtype="float32", attention="sdpa"):
+    def from_pretrained(cls, name_or_path="all-MiniLM-L6-v2", dtype="float32", attention="sdpa", engine="fast"):
         """A checkpoint directory, or a name looked up in weights/ (and fetched there if absent)."""
         path = resolve(name_or_path)
         if dtype not in DTYPES:
@@ -38,7 +50,7 @@ class SentenceEncoder:
         load_weights(model, path / "model.safetensors")
         model.set_attention(attention)
         model.to(DTYPES[dtype])
-        return cls(model, Tokenizer(path / "tokenizer.json", cfg.max_seq_length, cfg.do_lower_case))
+        return cls(model, Tokenizer(path / "tokenizer.json", cfg.max_seq_length, cfg.do_lower_case), engine)
 
     @property
     def dim(self):
@@ -57,26 +69,30 @@ class SentenceEncoder:
         self.tokenizer.set_max_seq_length(n)
 
     @torch.inference_mode()
-    def encode(self, sentences, batch_size=32, normalize=None, convert_to="numpy", show_progress_bar=False):
-        """str -> (D,) vector; list of str -> (N, D). float32 numpy by default, or a torch tensor."""
+    def encode(self, sentences, batch_size=None, normalize=None, convert_to="numpy", show_progress_bar=False,
+               max_tokens=MAX_TOKENS):
+        """str -> (D,) vector; list of str -> (N, D). float32 numpy by default, or a torch tensor.
+
+        A batch holds at most max_tokens tokens (texts x longest) and, if batch_size is given, at most batch_size
+        texts. Batching changes the speed, never the result beyond float rounding (~1e-7)."""
         single = isinstance(sentences, str)
         texts = [sentences] if single else _check_texts(sentences)
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to={convert_to!r} is not supported; use 'numpy' or 'torch'")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        for name, v in (("batch_size", batch_size), ("max_tokens", max_tokens)):
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
         normalize = self.config.normalize if normalize is None else normalize
 
         out = torch.empty(len(texts), self.dim, dtype=torch.float32)
         # texts are tokenized and sorted a chunk at a time, so memory beyond `out` stays flat for any corpus size
         for c0 in range(0, len(texts), CHUNK):
             ids = self.tokenizer.encode(texts[c0:c0 + CHUNK])
-            for idx, batch in self.tokenizer.sorted_batches(ids, batch_size):
-                hidden = self.model(**batch)                                      # (b, T, H)
-                emb = pool(hidden, batch["attention_mask"], self.config.pooling)  # (b, H)
+            for idx, batch in self.tokenizer.token_batches(ids, max_tokens, batch_size):
+                emb = self.embed_batch(batch).float()                             # (b, H); bf16 -> fp32 first
                 if normalize:
                     emb = l2_normalize(emb)
-                out[[c0 + i for i in idx]] = emb.float()                          # scatter back to input order
+                out[[c0 + i for i in idx]] = emb                                  # scatter back to input order
             if show_progress_bar:
                 print(f"\rencoded {min(c0 + CHUNK, len(texts))}/{len(texts)}", end="", file=sys.stderr, flush=True)
         if show_progress_bar:
@@ -85,6 +101,15 @@ class SentenceEncoder:
         if single:
             out = out[0]
         return out if convert_to == "torch" else out.numpy()
+
+
+    def embed_batch(self, ids):
+        """Token-id lists sorted longest first -> pooled (b, H) vectors, by the chosen engine."""
+        if self.fast is not None:
+            return self.fast(ids, self.config.pooling)                        # packed, no padding
+        batch = self.tokenizer.pad(ids)
+        hidden = self.model(**batch)                                          # (b, T, H)
+        return pool(hidden, batch["attention_mask"], self.config.pooling)     # (b, H)
 
 
 def _check_texts(sentences):

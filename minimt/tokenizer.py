@@ -48,10 +48,28 @@ class Tokenizer:
     def sorted_batches(self, ids, batch_size):
         """(indices into ids, padded batch) pairs, longest first: similar lengths share a batch, so little
         compute goes to padding. The caller scatters each batch's results back to its indices."""
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        for idx, _ in self.token_batches(ids, max_tokens=None, batch_size=batch_size):
             yield idx, self.pad([ids[i] for i in idx])
+
+    @staticmethod
+    def token_batches(ids, max_tokens=4096, batch_size=None):
+        """(indices, token-id lists) pairs, longest first. A batch grows while (texts x its longest text) stays
+        within max_tokens and it has at most batch_size texts (None: no such limit). A token budget keeps every
+        matmul about the same size whether the texts are 10 or 250 tokens long."""
+        if max_tokens is None and batch_size is None:
+            raise ValueError("give max_tokens or batch_size (or both)")
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        start = 0
+        while start < len(order):
+            longest = max(len(ids[order[start]]), 1)
+            n = len(order) - start
+            if max_tokens is not None:
+                n = min(n, max(1, max_tokens // longest))  # a text longer than the budget still gets a batch
+            if batch_size is not None:
+                n = min(n, batch_size)
+            idx = order[start:start + n]
+            yield idx, [ids[i] for i in idx]
+            start += n
 
     def __call__(self, texts):
         return self.pad(self.encode(texts))

@@ -1,0 +1,110 @@
+"""The fast inference path: the BERT of model.py computed with less work, tested equal to it (tests/test_fast.py).
+
+model.py is the readable version; this file is what SentenceEncoder.encode runs by default. It holds no weights of its
+own beyond one fused QKV matrix per layer, and computes the same function. What it does differently, and why:
+
+1. No padding. A batch's texts are packed into one (N, H) matrix of their real tokens, N = the sum of their lengths.
+   The dense layers (Q/K/V, output, FFN: about three quarters of the time) do no work on padding at all.
+2. Attention per run of equal length. The texts arrive sorted by length, so texts of equal length are neighbours in
+   the packed matrix: a run of b texts of T tokens is a (b, T, 3H) view of the QKV output. Attention runs on that view
+   with no mask (nothing to mask), which lets SDPA take its fastest kernel. This is "variable-length attention" without
+   a special kernel: a sorted corpus has only a few dozen distinct lengths, so the Python loop over runs is short.
+3. One QKV matmul: (N, H) @ (H, 3H) instead of three (N, H) @ (H, H); one larger GEMM, one pass over x.
+4. Fewer temporaries: the output projection and FFN-down matmuls start from the residual (addmm's `input`), the bias
+   is added in place, GELU runs in place, so each layer allocates about half the (N, H)-sized buffers.
+5. Pooling without masks: mean/CLS/max over a run is a plain reduction of its (b, T, H) view.
+
+What stays the same: every weight, every LayerNorm, the exact erf GELU, fp32 accumulation in the matmuls. The results
+differ from the padded path only by float rounding order (~1e-7), far inside the 1e-5 held against
+sentence-transformers. Inference only: no dropout, no autograd.
+"""
+import torch
+import torch.nn.functional as F
+
+from minimt.model import BertModel
+
+
+def runs(lengths):
+    """Sorted lengths -> [(first_row, n_texts, T)]: each run of equal-length texts and where its rows start."""
+    out, row, i = [], 0, 0
+    while i < len(lengths):
+        T, j = lengths[i], i
+        while j < len(lengths) and lengths[j] == T:
+            j += 1
+        out.append((row, j - i, T))
+        row += (j - i) * T
+        i = j
+    return out
+
+
+class FastBert:
+    """Wraps a BertModel (sharing its tensors) and runs it on packed, unpadded batches."""
+
+    def __init__(self, model: BertModel):
+        self.model = model
+        self._fused = None  # per layer: (weight (3H, H), bias (3H,)), rebuilt when a source tensor changes
+        self._versions = None
+
+    def fused_qkv(self):
+        # The Q, K and V weights are stacked into one matrix. They are copied, so a change to the model's weights
+        # (training, load_state_dict) must rebuild the copy: tensor._version counts in-place writes to a tensor.
+        src = [(l.attn.query, l.attn.key, l.attn.value) for l in self.model.layers]
+        versions = [(id(m.weight), m.weight._version, id(m.bias), m.bias._version) for ms in src for m in ms]
+        if versions != self._versions:
+            self._fused = [(torch.cat([q.weight, k.weight, v.weight]), torch.cat([q.bias, k.bias, v.bias]))
+                           for q, k, v in src]                                     # (3H, H), (3H,)
+            self._versions = versions
+        return self._fused
+
+    @torch.inference_mode()
+    def __call__(self, ids, pooling="mean"):
+        """ids: token-id lists sorted longest first -> pooled (B, H) sentence vectors, in the same order."""
+        lengths = [len(x) for x in ids]
+        if any(a < b for a, b in zip(lengths, lengths[1:])):
+            raise ValueError("FastBert needs its texts sorted longest first (Tokenizer.token_batches does that)")
+        if pooling not in ("mean", "cls", "max"):
+            raise ValueError(f"pooling {pooling!r} is not known; use 'mean', 'cls' or 'max'")
+        m, cfg = self.model, self.model.config
+        if lengths[0] > cfg.max_position_embeddings:
+            raise ValueError(f"sequence of {lengths[0]} tokens is longer than max_position_embeddings "
+                             f"{cfg.max_position_embeddings}; truncate the input")
+        groups = runs(lengths)
+        flat = torch.tensor([t for x in ids for t in x])                            # (N,)
+        pos = torch.cat([torch.arange(T).repeat(b) for _, b, T in groups])           # (N,) 0..T-1 per text
+
+        e = m.embeddings
+        x = F.embedding(flat, e.word.weight)                                         # (N, H)
+        x += F.embedding(pos, e.position.weight)
+        x += e.token_type.weight[0]                                                  # one segment: type 0
+        x = F.layer_norm(x, x.shape[-1:], e.ln.weight, e.ln.bias, e.ln.eps)
+        for layer, (w_qkv, b_qkv) in zip(m.layers, self.fused_qkv()):
+            x = self.layer(layer, w_qkv, b_qkv, x, groups)
+        return pool_runs(x, groups, pooling)                                         # (B, H)
+
+    @staticmethod
+    def layer(layer, w_qkv, b_qkv, x, groups):
+        a, f = layer.attn, layer.ffn
+        N, H = x.shape
+        nh, hd = a.n_head, a.head_dim
+        qkv = F.linear(x, w_qkv, b_qkv)                                              # (N, 3H)
+        y = torch.empty_like(x)                                                      # (N, H)
+        for r0, b, T in groups:
+            rows = slice(r0, r0 + b * T)
+            q, k, v = qkv[rows].view(b, T, 3, nh, hd).permute(2, 0, 3, 1, 4)         # 3 x (b, nh, T, hd)
+            o = F.scaled_dot_product_attention(q, k, v)                              # (b, nh, T, hd)
+            y[rows].view(b, T, nh, hd).copy_(o.transpose(1, 2))                      # (b, T, nh, hd) into (N, H)
+        h = torch.addmm(x, y, a.out.weight.t()).add_(a.out.bias)                     # x + attn(x): (N, H)
+        x = F.layer_norm(h, (H,), layer.ln1.weight, layer.ln1.bias, layer.ln1.eps)
+        u = F.linear(x, f.up.weight, f.up.bias)                                      # (N, 4H)
+        u = torch.ops.aten.gelu_(u)                                                  # exact erf GELU, in place
+        h = torch.addmm(x, u, f.down.weight.t()).add_(f.down.bias)                   # x + ffn(x): (N, H)
+        return F.layer_norm(h, (H,), layer.ln2.weight, layer.ln2.bias, layer.ln2.eps)
+
+
+def pool_runs(x, groups, mode):
+    """Packed token vectors (N, H) -> one vector per text (B, H); a run's view has no padding to mask."""
+    out = []
+    for r0, b, T in groups:
+        h = x[r0:r0 + b * T].view(b, T, -1)                                          # (b, T, H)
+        out.append(h.mean(1) if mode == "mean" else h[:, 0] if mode == "cls" else h.amax(1))
+    return torch.cat(out)                                                            # (B, H)
