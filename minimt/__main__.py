@@ -1,6 +1,7 @@
 """The command line: python -m minimt {embed, similarity, sts, train, predict, evaluate, weights} ..."""
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -13,9 +14,13 @@ def main(argv=None):
 
     e = sub.add_parser("embed", help="print the embedding of each text, or save them as .npy",
                        description="Encode texts into sentence embeddings (one row per text).")
-    e.add_argument("texts", nargs="+", help="one or more texts (quote each)")
+    e.add_argument("texts", nargs="*", help="one or more texts (quote each)")
     e.add_argument("--model", default="all-MiniLM-L6-v2", help=model_help)
+    e.add_argument("--input", help="a UTF-8 text file, one text per line, embedded streaming into --output "
+                                    "(also on several processes: torchrun --nproc_per_node=N -m minimt embed ...)")
     e.add_argument("--output", help="write an (N, D) float32 array to this .npy file instead of printing JSON lines")
+    e.add_argument("--chunk", type=int, default=4096, help="--input lines per chunk; under torchrun the chunks are "
+                                                           "dealt to the processes in turn (default: 4096)")
     e.add_argument("--no-normalize", action="store_true", help="skip L2 normalisation")
 
     s = sub.add_parser("similarity", help="print the cosine similarity of two texts",
@@ -71,9 +76,20 @@ def main(argv=None):
         print(fetch(args.name))
         return 0
 
+    if args.cmd == "embed" and bool(args.texts) == bool(args.input):
+        p.error("embed takes texts or --input FILE (with --output), not both and not neither")
+    if args.cmd == "embed" and args.input and not args.output:
+        p.error("embed --input needs --output FILE.npy: a corpus is written to disk, not printed")
+
     from minimt import SentenceEncoder, cos_sim, evaluate_sts
     enc = SentenceEncoder.from_pretrained(args.model)
-    if args.cmd == "embed":
+    if args.cmd == "embed" and args.input:
+        from minimt.corpus import embed_file
+        n, d = embed_file(enc, args.input, args.output, args.chunk, log=lambda msg: print(msg, file=sys.stderr),
+                          normalize=False if args.no_normalize else None)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank gets here; one reports
+            print(f"wrote {n} x {d} embeddings of {args.input} to {args.output}")
+    elif args.cmd == "embed":
         emb = enc.encode(args.texts, normalize=False if args.no_normalize else None)
         if args.output:
             np.save(args.output, emb)

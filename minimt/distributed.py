@@ -44,6 +44,11 @@ def sync_gradients(params):
         dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
 
 
+def barrier():
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def finish():
     if dist.is_initialized():
         dist.barrier()  # the other ranks wait here while rank 0 writes the last checkpoint and scores test

@@ -1,0 +1,53 @@
+"""Embed a large text file into an .npy file, streaming, on one or several processes.
+
+    python -m minimt embed --input corpus.txt --output corpus.npy                      # one process
+    torchrun --nproc_per_node=2 -m minimt embed --input corpus.txt --output corpus.npy # or --nnodes=... for more
+
+Line i of the input (one text per line, UTF-8) becomes row i of an (N, D) float32 array. The output is a memory
+mapped .npy, written a chunk at a time, so memory stays flat however long the corpus: neither the texts nor the
+embeddings are ever all in memory. Under torchrun, rank r encodes chunks r, r + world, r + 2*world, ... into its
+own rows of the same file (on a shared file system across machines); no gathering, no shard files to merge, and
+the rows are those one process would write, since a text's embedding does not depend on its batch (~1e-7).
+"""
+from itertools import islice
+
+import numpy as np
+
+from minimt import distributed
+from minimt.encoder import CHUNK
+
+
+def count_lines(path):
+    with open(path, encoding="utf-8", newline="") as f:
+        return sum(1 for _ in f)
+
+
+def read_chunks(path, size=CHUNK):
+    """(first line number, list of texts) for each run of `size` lines; line endings removed, nothing else."""
+    with open(path, encoding="utf-8", newline="") as f:
+        start = 0
+        while chunk := list(islice(f, size)):
+            yield start, [line.rstrip("\r\n") for line in chunk]
+            start += len(chunk)
+
+
+def embed_file(encoder, src, dst, chunk=CHUNK, log=print, **encode_kwargs):
+    """Encode every line of src into the .npy file dst; returns the array's shape."""
+    rank, world = distributed.init()
+    n = count_lines(src)
+    if n == 0:
+        raise ValueError(f"{src} is empty; give a file with one text per line")
+    if rank == 0:  # one rank creates the file with its final shape; the others wait, then open it for writing
+        out = np.lib.format.open_memmap(dst, mode="w+", dtype=np.float32, shape=(n, encoder.dim))
+    distributed.barrier()
+    if rank != 0:
+        out = np.lib.format.open_memmap(dst, mode="r+")
+    for k, (start, texts) in enumerate(read_chunks(src, chunk)):
+        if k % world != rank:
+            continue
+        out[start:start + len(texts)] = encoder.encode(texts, **encode_kwargs)  # (len(texts), D)
+        out.flush()
+        log(f"rank {rank}: lines {start}..{start + len(texts) - 1} of {n}")
+    del out  # closes the map: every row is on disk before the barrier lets rank 0 report
+    distributed.finish()
+    return n, encoder.dim
