@@ -55,8 +55,8 @@ $(DEV)/.installed: pyproject.toml tests/bench/requirements.txt
 golden: $(DEV)/.installed weights  ## regenerate tests/golden/ with the reference tools (.venv-dev only)
 	$(DEVPY) tests/golden/make_golden.py
 
-bench: $(DEV)/.installed weights  ## minimt vs sentence-transformers, side by side (.venv-dev only)
-	$(DEVPY) tests/bench/bench_encode.py
+bench: $(DEV)/.installed weights  ## minimt vs its peers, side by side: encode, latency, training, memory (.venv-dev only)
+	cd tests/bench && ../../$(DEVPY) bench_encode.py && ../../$(DEVPY) bench_train.py && ../../$(DEVPY) bench_memory.py
 
 clean:  ## remove the environments (weights/ stays)
 	rm -rf $(VENV) $(DEV) .pytest_cache

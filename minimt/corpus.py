@@ -5,7 +5,7 @@
 
 Line i of the input (one text per line, UTF-8) becomes row i of an (N, D) float32 array. The output is a memory
 mapped .npy, written a chunk at a time, so memory stays flat however long the corpus: neither the texts nor the
-embeddings are ever all in memory. Under torchrun, rank r encodes chunks r, r + world, r + 2*world, ... into its
+embeddings are ever all in memory (the file is mapped afresh for each chunk, so even written pages leave). Under torchrun, rank r encodes chunks r, r + world, r + 2*world, ... into its
 own rows of the same file (on a shared file system across machines); no gathering, no shard files to merge, and
 the rows are those one process would write, since a text's embedding does not depend on its batch (~1e-7).
 """
@@ -37,17 +37,17 @@ def embed_file(encoder, src, dst, chunk=CHUNK, log=print, **encode_kwargs):
     n = count_lines(src)
     if n == 0:
         raise ValueError(f"{src} is empty; give a file with one text per line")
-    if rank == 0:  # one rank creates the file with its final shape; the others wait, then open it for writing
-        out = np.lib.format.open_memmap(dst, mode="w+", dtype=np.float32, shape=(n, encoder.dim))
+    if rank == 0:  # one rank creates the file with its final shape; the others wait until it exists
+        np.lib.format.open_memmap(dst, mode="w+", dtype=np.float32, shape=(n, encoder.dim)).flush()
     distributed.barrier()
-    if rank != 0:
-        out = np.lib.format.open_memmap(dst, mode="r+")
     for k, (start, texts) in enumerate(read_chunks(src, chunk)):
         if k % world != rank:
             continue
-        out[start:start + len(texts)] = encoder.encode(texts, **encode_kwargs)  # (len(texts), D)
+        emb = encoder.encode(texts, **encode_kwargs)                   # (len(texts), D)
+        out = np.lib.format.open_memmap(dst, mode="r+")  # mapped per chunk: written pages leave memory with it
+        out[start:start + len(texts)] = emb
         out.flush()
+        del out
         log(f"rank {rank}: lines {start}..{start + len(texts) - 1} of {n}")
-    del out  # closes the map: every row is on disk before the barrier lets rank 0 report
     distributed.finish()
     return n, encoder.dim

@@ -1,0 +1,112 @@
+"""What the bench scripts share: paths, the CPU's name, results.json, and the README tables made from it."""
+import json
+import platform
+from datetime import date
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+MINILM = ROOT / "weights" / "all-MiniLM-L6-v2"
+RESULTS = HERE / "results.json"
+ST = "sentence-transformers encode (batch 32)"
+
+
+def cpu_name():
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def save_results(part, result):
+    """Store one script's results under `part` of results.json, keeping the other scripts' parts."""
+    all_results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    all_results[part] = {"date": date.today().isoformat(), "python": platform.python_version(), **result}
+    RESULTS.write_text(json.dumps(all_results, indent=1) + "\n")
+
+
+def row(results, workload, contender_start):
+    hits = [r for r in results["rows"] if r["workload"] == workload and r["contender"].startswith(contender_start)]
+    if len(hits) != 1:
+        raise KeyError(f"results.json has {len(hits)} {workload} rows starting {contender_start!r}")
+    return hits[0]
+
+
+def targets(res):
+    """The issue's targets against this run's numbers: (workload, target, measured, met)."""
+    e, t, m = res.get("encode"), res.get("train"), res.get("memory")
+    out = []
+    if e:
+        w1, w2 = row(e, "W1", "minimt fast engine ("), row(e, "W2", "minimt fast engine (")
+        w3, ov = row(e, "W3", "minimt fast engine"), row(e, "W3", "OpenVINO")
+        b16 = row(e, "W1", "minimt fast engine, bfloat16")
+        out += [("W1 fp32, within 1e-5 of sentence-transformers", ">= 1.8x",
+                 f"{w1['speedup_vs_st']:.2f}x (diff {w1['max_abs_diff_vs_st']:.1e}; fp32 matmul ceiling "
+                 f"{w1['speedup_vs_st'] / w1['share_of_ceiling']:.2f}x)",
+                 w1["speedup_vs_st"] >= 1.8 and w1["max_abs_diff_vs_st"] <= 1e-5),
+                ("W2 fp32", ">= 1.6x", f"{w2['speedup_vs_st']:.2f}x", w2["speedup_vs_st"] >= 1.6),
+                ("W3 fp32 batch-1 latency", "<= 0.5x the time (stretch: below OpenVINO)",
+                 f"{w3['time_vs_st']:.2f}x ({w3['median_s'] * 1e3:.1f} ms; OpenVINO {ov['median_s'] * 1e3:.1f} ms)",
+                 w3["time_vs_st"] <= 0.5),
+                ("W1 bf16", ">= 80% of the bf16 matmul ceiling", f"{b16['share_of_ceiling']:.0%} "
+                 f"({b16['speedup_vs_st']:.2f}x sentence-transformers)", b16["share_of_ceiling"] >= 0.8),
+                ("bf16 quality gate (STSb test)", "Spearman >= 82.0, min cosine vs fp32 >= 0.9995",
+                 f"{e['bf16_gate']['spearman_bf16']:.2f}, {e['bf16_gate']['min_cos_bf16_vs_fp32']:.5f}",
+                 e["bf16_gate"]["spearman_bf16"] >= 82.0 and e["bf16_gate"]["min_cos_bf16_vs_fp32"] >= 0.9995)]
+    if t:
+        out += [("T1 full fine-tuning, fp32", ">= 1.2x the HF loop", f"{t['t1_fp32_ratio']:.2f}x",
+                 t["t1_fp32_ratio"] >= 1.2),
+                ("T2 heads-only epoch, cache vs none", ">= 10x", f"{t['t2_speedup']:.0f}x", t["t2_speedup"] >= 10)]
+    if m:
+        out.append(("encode peak memory, 100k sentences", "flat", f"{m['growth_mb']:+.0f} MB peak RSS from "
+                    f"{m['small_n']:,} to {m['large_n']:,} lines", abs(m["growth_mb"]) < 50))
+    return out
+
+
+def write_readme():
+    """Rewrite the README's performance tables from results.json: the numbers are generated, never typed."""
+    res = json.loads(RESULTS.read_text())
+    lines = []
+    if "encode" in res:
+        e = res["encode"]
+        v = e["versions"]
+        lines += [f"Measured {e['date']} on {e['cpu']} ({e['threads']} threads): torch {v['torch']}, "
+                  f"sentence-transformers {v['sentence_transformers']}, transformers {v['transformers']}, "
+                  f"onnxruntime {v['onnxruntime']}, openvino {v['openvino']}. Matmul ceiling of this CPU (a GEMM of "
+                  f"the model's shapes): fp32 {e['matmul_gflops']['float32']:.0f} GFLOP/s, bf16 "
+                  f"{e['matmul_gflops']['bfloat16']:.0f} GFLOP/s. Medians of {e['repeats']} interleaved repeats.", ""]
+        for wl, title in (("W1", "W1: the STSb test sentences"), ("W2", "W2: 500 reviews of 150-256 tokens")):
+            rs = [r for r in e["rows"] if r["workload"] == wl]
+            lines += [f"**{title}** ({rs[0]['texts']:,} texts, {rs[0]['tokens']:,} tokens)", "",
+                      "| contender | median s | tokens/s | speed-up vs sentence-transformers | share of matmul ceiling "
+                      "| max abs diff |", "|---|---|---|---|---|---|"]
+            lines += [f"| {r['contender']} | {r['median_s']:.2f} | {r['tokens_per_s']:,.0f} | "
+                      f"{r['speedup_vs_st']:.2f}x | {r['share_of_ceiling']:.0%} | {r['max_abs_diff_vs_st']:.1e} |"
+                      for r in rs]
+            lines.append("")
+        lines += ["**W3: one sentence per call** (200 STSb sentences)", "",
+                  "| contender | median ms | p90 ms | time vs sentence-transformers |", "|---|---|---|---|"]
+        lines += [f"| {r['contender']} | {r['median_s'] * 1e3:.2f} | {r['p90_s'] * 1e3:.2f} | {r['time_vs_st']:.2f}x |"
+                  for r in e["rows"] if r["workload"] == "W3"]
+        lines.append("")
+    if "train" in res:
+        lines += res["train"]["table"] + [""]
+    if "memory" in res:
+        m = res["memory"]
+        lines += [f"**Memory**: `python -m minimt embed --input` peak RSS {m['small_mb']:.0f} MB for "
+                  f"{m['small_n']:,} lines, {m['large_mb']:.0f} MB for {m['large_n']:,} lines (measured {m['date']}).",
+                  ""]
+    lines += ["**Targets** (from the performance issue; this run's numbers)", "",
+              "| workload | target | measured | met |", "|---|---|---|---|"]
+    lines += [f"| {w} | {t} | {m} | {'yes' if ok else '**no**'} |" for w, t, m, ok in targets(res)]
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"{readme} has no {start} ... {end} markers to put the tables between")
+    head, rest = text.split(start, 1)
+    readme.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
+
+
+if __name__ == "__main__":
+    write_readme()
