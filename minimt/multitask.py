@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from minimt.fast import FastBert
 from minimt.pooling import normalize, pool
 
 
@@ -50,6 +51,7 @@ class MultiTaskModel(nn.Module):
         self.head_kind, self.dropout = head, dropout
         self.heads = nn.ModuleDict({name: Head(self.config.hidden_size, len(labels), head, dropout)
                                     for name, labels in self.tasks.items()})
+        self.fast = FastBert(self.encoder)  # inference on unpadded batches (predict, the embedding cache)
 
     def units(self):
         """The blocks that freeze and unfreeze as a whole: embeddings, each layer, each head."""
@@ -83,6 +85,12 @@ class MultiTaskModel(nn.Module):
         pooled = pool(hidden, attention_mask, self.config.pooling)        # (B, H)
         return normalize(pooled) if self.config.normalize else pooled
 
+    def sentence_vectors(self, ids):
+        """Inference only: token-id lists sorted longest first -> (b, H) embeddings by the fast engine, equal to
+        embed()'s in eval mode within float rounding."""
+        pooled = self.fast(ids, self.config.pooling)                      # (b, H)
+        return normalize(pooled) if self.config.normalize else pooled
+
     def classify(self, pooled):
         """Heads only: (B, H) -> {task: (B, C_task) logits}. The embedding cache trains through this."""
         return {name: head(pooled) for name, head in self.heads.items()}
@@ -92,7 +100,7 @@ class MultiTaskModel(nn.Module):
         return pooled, self.classify(pooled)
 
     @torch.no_grad()
-    def predict(self, texts, batch_size=32):
+    def predict(self, texts, batch_size=None, max_tokens=4096):
         """[{task: (label, probability)}, ...], one dict per text, in input order."""
         if isinstance(texts, str):
             raise TypeError("predict() takes a list of texts; wrap a single text as [text]")
@@ -100,8 +108,8 @@ class MultiTaskModel(nn.Module):
         self.eval()
         ids = self.tokenizer.encode(list(texts))
         out = [None] * len(ids)
-        for idx, batch in self.tokenizer.sorted_batches(ids, batch_size):
-            _, logits = self(**batch)
+        for idx, batch in self.tokenizer.token_batches(ids, max_tokens, batch_size):
+            logits = self.classify(self.sentence_vectors(batch))
             probs = {t: lg.float().softmax(-1) for t, lg in logits.items()}           # (b, C_t) each
             for row, i in enumerate(idx):
                 out[i] = {t: (self.tasks[t][int(p[row].argmax())], float(p[row].max())) for t, p in probs.items()}
@@ -119,7 +127,7 @@ class EmbeddingCache:
     a text never changes, so heads-only training can run on these vectors instead of the encoder every step."""
 
     @torch.no_grad()
-    def __init__(self, model, texts, batch_size=64):
+    def __init__(self, model, texts, max_tokens=4096):
         if not model.backbone_frozen():
             raise ValueError("an embedding cache needs the whole backbone frozen: its vectors would go stale")
         texts = sorted(set(texts))
@@ -127,8 +135,8 @@ class EmbeddingCache:
         self.vectors = torch.empty(len(texts), model.config.hidden_size)  # (N, H)
         was_training = model.training
         model.eval()
-        for idx, batch in model.tokenizer.sorted_batches(model.tokenizer.encode(texts), batch_size):
-            self.vectors[idx] = model.embed(**batch).float()
+        for idx, batch in model.tokenizer.token_batches(model.tokenizer.encode(texts), max_tokens):
+            self.vectors[idx] = model.sentence_vectors(batch).float()
         model.train(was_training)
 
     def __call__(self, examples):

@@ -159,7 +159,7 @@ def train(cfg: TrainConfig):
     cache = None
     if cfg.cache_embeddings:
         t = time.perf_counter()
-        cache = EmbeddingCache(model, [ex.text for exs in splits.values() for ex in exs], cfg.eval_batch_size)
+        cache = EmbeddingCache(model, [ex.text for exs in splits.values() for ex in exs])
         log(f"embedding cache: {len(cache.row)} distinct texts encoded once in {time.perf_counter() - t:.1f}s")
 
     out.mkdir(parents=True, exist_ok=True)

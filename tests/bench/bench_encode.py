@@ -1,39 +1,36 @@
-"""Encode speed: minimt vs sentence-transformers, side by side in one process, interleaved.
+"""Encode speed: minimt vs the tools people use, side by side in one process, interleaved.
 
     make bench       (runs in .venv-dev, the reference-tool environment; not part of make test)
 
-W1: the 2,758 sentences of the STS benchmark test split (1,379 pairs; short: ~14 tokens). Each repeat times every
-contender once, in turn, so a slow moment of the machine hits all of them alike; the table shows medians.
-Writes tests/bench/results.json and the table between the bench markers in README.md.
+Workloads (all fp32 unless the row says bf16; sentence-transformers' encode at batch 32 is the 1.00x baseline):
+  W1  the 2,758 sentences of the STS benchmark test split (short: ~14 tokens)
+  W2  500 long reviews from the multi-domain sentiment files, 150-256 tokens each (seeded selection)
+  W3  latency: one sentence per call at batch size 1, 200 different STSb sentences, median and p90
+Each repeat times every contender once, in turn, so a slow moment of the machine hits all of them alike; the table
+shows medians. The matmul ceiling is measured here too: a GEMM of the model's own shapes (4,096 tokens x the Q/K/V,
+output, FFN-up and FFN-down matrices) in fp32 and bf16; "ceiling" = the workload's matmul FLOPs at that speed.
+Writes the "encode" part of tests/bench/results.json and the table between the bench markers in README.md.
 """
-import json
-import platform
 import statistics
 import sys
 import time
-from datetime import date
-from pathlib import Path
 
 import numpy as np
+import onnxruntime
+import openvino
 import sentence_transformers
-import transformers
 import torch
+import transformers
 from sentence_transformers import SentenceTransformer
 from transformers import AutoModel, AutoTokenizer
 
+from common import MINILM, ROOT, ST, cpu_name, save_results, write_readme
 from minimt import SentenceEncoder
-from minimt.similarity import read_sts
+from minimt.data import Source, read_source
+from minimt.similarity import read_sts, spearman
+from onnx_peers import OpenVinoEncoder, OrtEncoder, export_onnx, ort_optimize
 
-HERE = Path(__file__).resolve().parent
-MINILM = HERE.parents[1] / "weights" / "all-MiniLM-L6-v2"
-REPEATS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-
-
-def cpu_name():
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+REPEATS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 
 
 def hf_encode(model, tok, texts, batch_size=32):
@@ -52,67 +49,130 @@ def hf_encode(model, tok, texts, batch_size=32):
     return out
 
 
+def long_reviews(tok, n=500, lo=150, hi=256, seed=0):
+    """W2: n reviews whose full length is lo..hi tokens (so nothing is cut), a seeded random choice."""
+    src = Source(path="multi_domain_sentiment/*.tsv", text="sentence", labels={"sentiment": "label"})
+    texts = sorted({ex.text for ex in read_source(src)})
+    full = tok.encode(texts)
+    fit = [t for t, ids in zip(texts, full) if lo <= len(ids) <= hi]
+    return [fit[i] for i in np.random.default_rng(seed).choice(len(fit), n, replace=False)]
+
+
+def matmul_gflops(dtype, tokens=4096, H=384, I=1536, reps=20):
+    """GFLOP/s of one layer's four matmuls (QKV fused, out, FFN up, FFN down) on `tokens` rows."""
+    x, xi = torch.randn(tokens, H, dtype=dtype), torch.randn(tokens, I, dtype=dtype)
+    ws = [(x, torch.randn(3 * H, H, dtype=dtype)), (x, torch.randn(H, H, dtype=dtype)),
+          (x, torch.randn(I, H, dtype=dtype)), (xi, torch.randn(H, I, dtype=dtype))]
+    flops = sum(2 * a.shape[0] * w.shape[0] * w.shape[1] for a, w in ws)
+    run = lambda: [a @ w.t() for a, w in ws]  # noqa: E731
+    run()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return flops / statistics.median(times) / 1e9
+
+
+def matmul_flops(n_tokens, H=384, I=1536, L=6):
+    return n_tokens * L * 2 * (4 * H * H + 2 * H * I)  # the dense layers only; attention is ~1% at these lengths
+
+
+def throughput(contenders, texts, repeats):
+    outputs = {name: fn(texts) for name, fn in contenders.items()}  # warm-up, and the outputs to compare
+    times = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            t0 = time.perf_counter()
+            fn(texts)
+            times[name].append(time.perf_counter() - t0)
+    return outputs, times
+
+
+def latency(contenders, texts):
+    for fn in contenders.values():
+        fn(texts[0])
+    times = {name: [] for name in contenders}
+    for t in texts:
+        for name, fn in contenders.items():
+            t0 = time.perf_counter()
+            fn(t)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
 def main():
-    s1, s2, _ = read_sts("test")
+    s1, s2, gold = read_sts("test")
     w1 = s1 + s2
     st = SentenceTransformer(str(MINILM), device="cpu")
     mt = SentenceEncoder.from_pretrained(MINILM)
+    mt_read = SentenceEncoder.from_pretrained(MINILM, engine="readable")
     mt16 = SentenceEncoder.from_pretrained(MINILM, dtype="bfloat16")
     hf_tok = AutoTokenizer.from_pretrained(str(MINILM))
     hf = AutoModel.from_pretrained(str(MINILM), attn_implementation="sdpa").eval()
-    contenders = {
-        "sentence-transformers encode (batch 32)": lambda: st.encode(w1, batch_size=32, convert_to_numpy=True),
-        "HF AutoModel, SDPA, length-sorted (batch 32)": lambda: hf_encode(hf, hf_tok, w1),
-        "minimt encode (batch 32)": lambda: mt.encode(w1, batch_size=32),
-        "minimt encode bfloat16 (batch 32)": lambda: mt16.encode(w1, batch_size=32),
-    }
-    outputs = {name: fn() for name, fn in contenders.items()}  # warm-up, and the outputs to compare
-    ref = outputs["sentence-transformers encode (batch 32)"]
-    times = {name: [] for name in contenders}
-    for _ in range(REPEATS):
-        for name, fn in contenders.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+    onnx = export_onnx(MINILM, ROOT / "weights" / "onnx")
+    ort = OrtEncoder(ort_optimize(onnx), MINILM)
+    ov = OpenVinoEncoder(onnx, MINILM)
+    w2 = long_reviews(mt.tokenizer)
+    gf = {"float32": matmul_gflops(torch.float32), "bfloat16": matmul_gflops(torch.bfloat16)}
+    print(f"{cpu_name()}, torch threads {torch.get_num_threads()}; matmul ceiling (model shapes, 4,096 tokens): "
+          f"fp32 {gf['float32']:.0f} GFLOP/s, bf16 {gf['bfloat16']:.0f} GFLOP/s")
 
-    base = statistics.median(times["sentence-transformers encode (batch 32)"])
+    peers = {ST: lambda x: st.encode(x, batch_size=32, convert_to_numpy=True),
+             "HF AutoModel, SDPA, length-sorted (batch 32)": lambda x: hf_encode(hf, hf_tok, x),
+             "ONNX Runtime, transformers optimizer (batch 32)": lambda x: ort.encode(x, batch_size=32),
+             "OpenVINO, f32 hint (batch 32)": lambda x: ov.encode(x, batch_size=32),
+             "minimt readable engine (batch 32)": lambda x: mt_read.encode(x, batch_size=32),
+             "minimt fast engine (4,096-token batches)": lambda x: mt.encode(x)}
+    bf16 = {"minimt fast engine, bfloat16": lambda x: mt16.encode(x)}
     rows = []
-    print(f"W1: {len(w1)} STSb test sentences, {REPEATS} interleaved repeats, "
-          f"torch threads {torch.get_num_threads()}, {cpu_name()}")
-    print(f"{'contender':<46} {'median s':>9} {'sent/s':>8} {'speed-up':>9} {'max |diff|':>11}")
-    for name in contenders:
-        med = statistics.median(times[name])
-        diff = float(np.abs(outputs[name] - ref).max())
-        rows.append({"workload": "W1", "contender": name, "median_s": med, "sentences_per_s": len(w1) / med,
-                     "speedup_vs_st": base / med, "max_abs_diff_vs_st": diff, "times_s": times[name]})
-        print(f"{name:<46} {med:9.3f} {len(w1) / med:8.0f} {base / med:8.2f}x {diff:11.1e}")
-    result = {"date": date.today().isoformat(), "cpu": cpu_name(), "threads": torch.get_num_threads(),
-              "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                           "sentence_transformers": sentence_transformers.__version__,
-                           "transformers": transformers.__version__},
-              "repeats": REPEATS, "rows": rows}
-    (HERE / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    write_readme_table(result, len(w1))
+    for wl, texts, cont in (("W1", w1, {**peers, **bf16}), ("W2", w2, peers)):
+        tokens = sum(len(x) for x in mt.tokenizer.encode(texts))
+        outputs, times = throughput(cont, texts, REPEATS)
+        base = statistics.median(times[ST])
+        print(f"\n{wl}: {len(texts)} texts, {tokens} tokens, {REPEATS} interleaved repeats")
+        print(f"{'contender':<50} {'median s':>9} {'tokens/s':>9} {'speed-up':>9} {'of ceiling':>10} {'max|diff|':>10}")
+        for name in cont:
+            med = statistics.median(times[name])
+            dtype = "bfloat16" if "bfloat16" in name else "float32"
+            ceiling = matmul_flops(tokens) / (gf[dtype] * 1e9)
+            diff = float(np.abs(outputs[name] - outputs[ST]).max())
+            rows.append({"workload": wl, "contender": name, "median_s": med, "texts": len(texts), "tokens": tokens,
+                         "tokens_per_s": tokens / med, "speedup_vs_st": base / med, "ceiling_s": ceiling,
+                         "share_of_ceiling": ceiling / med, "max_abs_diff_vs_st": diff, "times_s": times[name]})
+            print(f"{name:<50} {med:9.3f} {tokens / med:9.0f} {base / med:8.2f}x {ceiling / med:9.0%} {diff:10.1e}")
+        print(f"{'fp32 matmul ceiling':<50} {matmul_flops(tokens) / gf['float32'] / 1e9:9.3f} "
+              f"{'':9} {base / (matmul_flops(tokens) / gf['float32'] / 1e9):8.2f}x")
+        if wl == "W1":  # the bf16 quality gate, on the full split: Spearman and the worst cosine vs fp32
+            e16, e32 = outputs["minimt fast engine, bfloat16"], outputs["minimt fast engine (4,096-token batches)"]
+            n = len(s1)
+            gate = {"spearman_bf16": 100 * spearman((e16[:n] * e16[n:]).sum(1), gold),
+                    "spearman_fp32": 100 * spearman((e32[:n] * e32[n:]).sum(1), gold),
+                    "min_cos_bf16_vs_fp32": float((e16 * e32).sum(1).min())}
+            print(f"bf16 gate: Spearman {gate['spearman_bf16']:.2f} (fp32 {gate['spearman_fp32']:.2f}), "
+                  f"min cosine vs fp32 {gate['min_cos_bf16_vs_fp32']:.5f}")
 
+    lat = {ST: lambda t: st.encode(t), "HF AutoModel, SDPA": lambda t: hf_encode(hf, hf_tok, [t]),
+           "ONNX Runtime, optimized": lambda t: ort.encode([t], batch_size=1),
+           "OpenVINO, f32 hint": lambda t: ov.encode([t], batch_size=1), "minimt fast engine": lambda t: mt.encode(t)}
+    one = [w1[i] for i in np.random.default_rng(0).choice(len(w1), 200, replace=False)]
+    times = latency(lat, one)
+    base = statistics.median(times[ST])
+    print(f"\nW3: one sentence per call, {len(one)} calls each, interleaved")
+    print(f"{'contender':<50} {'median ms':>9} {'p90 ms':>9} {'time vs ST':>10}")
+    for name in lat:
+        med, p90 = statistics.median(times[name]), float(np.percentile(times[name], 90))
+        rows.append({"workload": "W3", "contender": name, "median_s": med, "p90_s": p90,
+                     "time_vs_st": med / base, "speedup_vs_st": base / med})
+        print(f"{name:<50} {med * 1e3:9.2f} {p90 * 1e3:9.2f} {med / base:9.2f}x")
 
-def write_readme_table(result, n):
-    """Replace the README's bench table with this run's numbers: the table is generated, never typed."""
-    lines = [f"Measured {result['date']} on {result['cpu']} ({result['threads']} threads), torch "
-             f"{result['versions']['torch']}, sentence-transformers {result['versions']['sentence_transformers']}; "
-             f"W1 = the {n} sentences of STSb test, median of {result['repeats']} interleaved repeats "
-             f"(`make bench`).", "",
-             "| contender | median s | sentences/s | speed-up vs sentence-transformers | max abs diff |",
-             "|---|---|---|---|---|"]
-    for r in result["rows"]:
-        lines.append(f"| {r['contender']} | {r['median_s']:.3f} | {r['sentences_per_s']:.0f} | "
-                     f"{r['speedup_vs_st']:.2f}x | {r['max_abs_diff_vs_st']:.1e} |")
-    readme = HERE.parents[1] / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
-    if start not in text or end not in text:
-        raise SystemExit(f"{readme} has no {start} ... {end} markers to put the table between")
-    head, rest = text.split(start, 1)
-    readme.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
+    result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "repeats": REPEATS,
+              "matmul_gflops": gf, "bf16_gate": gate, "rows": rows,
+              "versions": {"torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__,
+                           "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__,
+                           "openvino": openvino.__version__}}
+    save_results("encode", result)
+    write_readme()
 
 
 if __name__ == "__main__":
