@@ -33,10 +33,15 @@ class Head(nn.Module):
 
 
 class MultiTaskModel(nn.Module):
-    def __init__(self, encoder, tasks, head="linear", dropout=0.1):
+    def __init__(self, encoder, tasks, head="linear", dropout=0.1, engine="fast"):
         """encoder: a SentenceEncoder (its BertModel and tokenizer are shared, not copied);
-        tasks: {"topic": ["books", "dvd", ...], "sentiment": ["negative", "positive"]}, any number of tasks."""
+        tasks: {"topic": ["books", "dvd", ...], "sentiment": ["negative", "positive"]}, any number of tasks;
+        engine: "fast" runs the encoder on packed real tokens (minimt/fast.py), "readable" on padded batches
+        (minimt/model.py); the same function, tested equal, the fast one skips the padding."""
         super().__init__()
+        if engine not in ("fast", "readable"):
+            raise ValueError(f"engine {engine!r} is not known; use 'fast' or 'readable'")
+        self.engine = engine
         if not isinstance(tasks, dict) or not tasks:
             raise ValueError("tasks must be a non-empty dict {task name: [label, ...]}")
         for name, labels in tasks.items():
@@ -81,8 +86,18 @@ class MultiTaskModel(nn.Module):
         return self._pool(input_ids, attention_mask, token_type_ids)
 
     def _pool(self, input_ids, attention_mask, token_type_ids):
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids)  # (B, T, H)
-        pooled = pool(hidden, attention_mask, self.config.pooling)        # (B, H)
+        if self.engine == "readable":
+            hidden = self.encoder(input_ids, attention_mask, token_type_ids)  # (B, T, H)
+            pooled = pool(hidden, attention_mask, self.config.pooling)        # (B, H)
+        else:
+            if token_type_ids is not None and bool(token_type_ids.any()):
+                raise ValueError("the fast engine encodes one segment (token type 0); use engine='readable'")
+            # unpad: each row's real tokens (a prefix: collate pads on the right), longest first for FastBert
+            lengths = attention_mask.sum(1).tolist()
+            order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+            ids = [input_ids[i, :lengths[i]].tolist() for i in order]
+            pooled = self.fast.forward(ids, self.config.pooling)             # (B, H) in `order`
+            pooled = pooled[torch.argsort(torch.tensor(order))]              # (B, H) in batch order
         return normalize(pooled) if self.config.normalize else pooled
 
     def sentence_vectors(self, ids):

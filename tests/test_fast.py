@@ -5,6 +5,7 @@ added after the residual), which moves the last bits; the golden tests hold both
 """
 import pytest
 import torch
+import torch.nn.functional as F
 
 from helpers import assert_close
 from minimt import SentenceEncoder
@@ -48,7 +49,7 @@ def test_fast_equals_readable_any_batching(tiny_encoder, max_tokens):
 
 
 def test_fast_follows_weight_changes(tiny_encoder):
-    """The fused QKV copy must be rebuilt when the model's weights change in place (training, loading)."""
+    """Q, K, V are stacked afresh each call, so in-place weight changes (training, loading) show at once."""
     fast, readable = engines(tiny_encoder)
     before = fast.encode(TEXTS)
     with torch.no_grad():
@@ -104,3 +105,37 @@ def test_tiny_config_unpadded_equals_padded():
         h = model(input_ids, mask)                                          # (B, T, H)
     want = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)         # (B, H)
     assert_close(FastBert(model)(ids), want, 1e-6, "FastBert vs BertModel on hand-made ids")
+
+
+@pytest.mark.parametrize("freeze_to", [0, 1])
+def test_fast_training_gradients_equal_readable(tiny_encoder, freeze_to):
+    """Dropout off: loss and every gradient of the packed forward == the padded one (layers below freeze_to frozen)."""
+    from minimt.multitask import MultiTaskModel
+    tasks = {"topic": ["a", "b", "c"]}
+    batch = tiny_encoder.tokenizer(TEXTS)
+    labels = torch.tensor([i % 3 for i in range(len(TEXTS))])
+    grads = {}
+    for engine in ("fast", "readable"):
+        torch.manual_seed(0)
+        model = MultiTaskModel(tiny_encoder, tasks, dropout=0.0, engine=engine)
+        for layer in model.encoder.layers[:freeze_to]:
+            layer.requires_grad_(False)
+        model.eval()  # no dropout anywhere, so both engines compute the same function
+        model.zero_grad()
+        _, logits = model(**batch)
+        F.cross_entropy(logits["topic"], labels).backward()
+        grads[engine] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert grads["fast"].keys() == grads["readable"].keys()
+    assert len(grads["fast"]) > 10
+    for n in grads["fast"]:
+        assert_close(grads["fast"][n], grads["readable"][n], 1e-6, f"gradient of {n}, fast vs readable")
+
+
+def test_fast_training_dropout_is_live(tiny_encoder):
+    from minimt.multitask import MultiTaskModel
+    model = MultiTaskModel(tiny_encoder, {"topic": ["a", "b"]}).train()
+    batch = tiny_encoder.tokenizer(TEXTS)
+    a, b = model.embed(**batch), model.embed(**batch)
+    assert (a - b).abs().max() > 1e-4, "two training-mode passes gave the same output: dropout is not applied"
+    with pytest.raises(ValueError, match="one segment"):
+        model.embed(batch["input_ids"], batch["attention_mask"], torch.ones_like(batch["input_ids"]))
