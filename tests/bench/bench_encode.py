@@ -5,12 +5,13 @@
 Workloads (all fp32 unless the row says bf16; sentence-transformers' encode at batch 32 is the 1.00x baseline):
   W1  the 2,758 sentences of the STS benchmark test split (short: ~14 tokens)
   W2  500 long reviews from the multi-domain sentiment files, 150-256 tokens each (seeded selection)
-  W3  latency: one sentence per call at batch size 1, 200 different STSb sentences, median and p90
+  W3  latency: one sentence per call at batch size 1, 200 different STSb sentences, median and p90 (see latency)
 Each repeat times every contender once, in turn, so a slow moment of the machine hits all of them alike; the table
 shows medians. The matmul ceiling is measured here too: a GEMM of the model's own shapes (4,096 tokens x the Q/K/V,
 output, FFN-up and FFN-down matrices) in fp32 and bf16; "ceiling" = the workload's matmul FLOPs at that speed.
 Writes the "encode" part of tests/bench/results.json and the table between the bench markers in README.md.
 """
+import json
 import statistics
 import sys
 import time
@@ -24,13 +25,14 @@ import transformers
 from sentence_transformers import SentenceTransformer
 from transformers import AutoModel, AutoTokenizer
 
-from common import MINILM, ROOT, ST, cpu_name, save_results, write_readme
+from common import MINILM, RESULTS, ROOT, ST, cpu_name, save_results, write_readme
 from minimt import SentenceEncoder
 from minimt.data import Source, read_source
 from minimt.similarity import read_sts, spearman
 from onnx_peers import OpenVinoEncoder, OrtEncoder, export_onnx, ort_optimize
 
 REPEATS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+ONLY = sys.argv[2].split(",") if len(sys.argv) > 2 else ["W1", "W2", "W3"]  # e.g. "W3": rerun one, keep the rest
 
 
 def hf_encode(model, tok, texts, batch_size=32):
@@ -89,16 +91,37 @@ def throughput(contenders, texts, repeats):
     return outputs, times
 
 
-def latency(contenders, texts):
-    for fn in contenders.values():
-        fn(texts[0])
+def latency(contenders, texts, block=21):
+    """Blocks of `block` calls per contender, in turn: the first call of a block only warms up (after another
+    runtime's threads had the cores) and is not counted. Calling each contender once per sentence in turn would
+    time mostly the hand-over between thread pools (ONNX Runtime's and OpenMP's threads spin after a call)."""
     times = {name: [] for name in contenders}
-    for t in texts:
+    for b0 in range(0, len(texts), block):
         for name, fn in contenders.items():
-            t0 = time.perf_counter()
-            fn(t)
-            times[name].append(time.perf_counter() - t0)
+            fn(texts[b0])
+            for t in texts[b0 + 1:b0 + block]:
+                t0 = time.perf_counter()
+                fn(t)
+                times[name].append(time.perf_counter() - t0)
     return times
+
+
+def w3(st, hf, hf_tok, ort, ov, mt, w1):
+    lat = {ST: lambda t: st.encode(t), "HF AutoModel, SDPA": lambda t: hf_encode(hf, hf_tok, [t]),
+           "ONNX Runtime, optimized": lambda t: ort.encode([t], batch_size=1),
+           "OpenVINO, f32 hint": lambda t: ov.encode([t], batch_size=1), "minimt fast engine": lambda t: mt.encode(t)}
+    one = [w1[i] for i in np.random.default_rng(0).choice(len(w1), 210, replace=False)]  # 10 blocks of 21: 200 timed
+    times = latency(lat, one)
+    base = statistics.median(times[ST])
+    print(f"\nW3: one sentence per call, {len(times[ST])} timed calls each, in interleaved blocks of 21")
+    print(f"{'contender':<50} {'median ms':>9} {'p90 ms':>9} {'time vs ST':>10}")
+    rows = []
+    for name in lat:
+        med, p90 = statistics.median(times[name]), float(np.percentile(times[name], 90))
+        rows.append({"workload": "W3", "contender": name, "median_s": med, "p90_s": p90,
+                     "time_vs_st": med / base, "speedup_vs_st": base / med})
+        print(f"{name:<50} {med * 1e3:9.2f} {p90 * 1e3:9.2f} {med / base:9.2f}x")
+    return rows
 
 
 def main():
@@ -125,8 +148,12 @@ def main():
              "minimt readable engine (batch 32)": lambda x: mt_read.encode(x, batch_size=32),
              "minimt fast engine (4,096-token batches)": lambda x: mt.encode(x)}
     bf16 = {"minimt fast engine, bfloat16": lambda x: mt16.encode(x)}
-    rows = []
+    old = json.loads(RESULTS.read_text()).get("encode", {}) if RESULTS.exists() else {}
+    rows = [r for r in old.get("rows", []) if r["workload"] not in ONLY]
+    gate = old.get("bf16_gate")
     for wl, texts, cont in (("W1", w1, {**peers, **bf16}), ("W2", w2, peers)):
+        if wl not in ONLY:
+            continue
         tokens = sum(len(x) for x in mt.tokenizer.encode(texts))
         outputs, times = throughput(cont, texts, REPEATS)
         base = statistics.median(times[ST])
@@ -152,20 +179,10 @@ def main():
             print(f"bf16 gate: Spearman {gate['spearman_bf16']:.2f} (fp32 {gate['spearman_fp32']:.2f}), "
                   f"min cosine vs fp32 {gate['min_cos_bf16_vs_fp32']:.5f}")
 
-    lat = {ST: lambda t: st.encode(t), "HF AutoModel, SDPA": lambda t: hf_encode(hf, hf_tok, [t]),
-           "ONNX Runtime, optimized": lambda t: ort.encode([t], batch_size=1),
-           "OpenVINO, f32 hint": lambda t: ov.encode([t], batch_size=1), "minimt fast engine": lambda t: mt.encode(t)}
-    one = [w1[i] for i in np.random.default_rng(0).choice(len(w1), 200, replace=False)]
-    times = latency(lat, one)
-    base = statistics.median(times[ST])
-    print(f"\nW3: one sentence per call, {len(one)} calls each, interleaved")
-    print(f"{'contender':<50} {'median ms':>9} {'p90 ms':>9} {'time vs ST':>10}")
-    for name in lat:
-        med, p90 = statistics.median(times[name]), float(np.percentile(times[name], 90))
-        rows.append({"workload": "W3", "contender": name, "median_s": med, "p90_s": p90,
-                     "time_vs_st": med / base, "speedup_vs_st": base / med})
-        print(f"{name:<50} {med * 1e3:9.2f} {p90 * 1e3:9.2f} {med / base:9.2f}x")
-
+    if "W3" in ONLY:
+        rows += w3(st, hf, hf_tok, ort, ov, mt, w1)
+    if "W1" not in ONLY and "W2" not in ONLY:  # the ceiling the kept rows' shares were computed with
+        gf = old["matmul_gflops"]
     result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "repeats": REPEATS,
               "matmul_gflops": gf, "bf16_gate": gate, "rows": rows,
               "versions": {"torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__,
