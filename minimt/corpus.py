@@ -9,12 +9,30 @@ embeddings are ever all in memory (the file is mapped afresh for each chunk, so 
 own rows of the same file (on a shared file system across machines); no gathering, no shard files to merge, and
 the rows are those one process would write, since a text's embedding does not depend on its batch (~1e-7).
 """
+import ctypes
+import ctypes.util
 from itertools import islice
 
 import numpy as np
 
 from minimt import distributed
 from minimt.encoder import CHUNK
+
+
+def _libc_with_malloc_trim():
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    return libc if hasattr(libc, "malloc_trim") else None  # glibc has it; macOS's or musl's libc do not
+
+
+LIBC = _libc_with_malloc_trim()
+
+
+def release_freed_memory():
+    """glibc keeps freed heap blocks for reuse; batches of ever other shapes fragment them, and the process grows in
+    steps (seen: +390 MB over 40k lines). malloc_trim hands the free blocks back (seen: flat). Other allocators are
+    left as they are: this only changes memory use, never results."""
+    if LIBC is not None:
+        LIBC.malloc_trim(0)
 
 
 def count_lines(path):
@@ -48,6 +66,7 @@ def embed_file(encoder, src, dst, chunk=CHUNK, log=print, **encode_kwargs):
         out[start:start + len(texts)] = emb
         out.flush()
         del out
+        release_freed_memory()
         log(f"rank {rank}: lines {start}..{start + len(texts) - 1} of {n}")
     distributed.finish()
     return n, encoder.dim

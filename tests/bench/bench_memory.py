@@ -1,9 +1,11 @@
-"""Peak memory of embedding a corpus (`python -m minimt embed --input`): it must not grow with the corpus.
+"""Memory of embedding a corpus (minimt.corpus.embed_file, what `python -m minimt embed --input` runs): flat in N.
 
-Two corpora of short real sentences (the first six words of STSb sentences, cycled), 10,000 and 100,000 lines, each
-embedded in a fresh process; the peak resident memory of each is read from the kernel (ru_maxrss). Writes the
+A corpus of 100,000 short real sentences (the first six words of STSb sentences, cycled) is embedded in a fresh
+process that reads its own resident memory (/proc/self/statm) after every 4,096-line chunk, and its peak (ru_maxrss)
+at the end. Flat means: the memory after the last chunk is what it was after the first 10,000 lines. Writes the
 "memory" part of tests/bench/results.json and rewrites the README's performance tables.
 """
+import json
 import subprocess
 import sys
 import tempfile
@@ -12,28 +14,34 @@ from pathlib import Path
 from common import MINILM, save_results, write_readme
 from minimt.similarity import read_sts
 
-PEAK = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+CHILD = """
+import json, resource, sys
+from minimt import SentenceEncoder
+from minimt.corpus import embed_file
+enc = SentenceEncoder.from_pretrained(sys.argv[1])
+trace = []
+def log(msg):  # called after each chunk is written
+    trace.append([int(msg.split("..")[1].split()[0]) + 1, int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20])
+embed_file(enc, sys.argv[2], sys.argv[3], log=log)
+print(json.dumps({"trace": trace, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
 
 
-def peak_mb(src, dst):
-    cmd = [sys.executable, "-m", "minimt", "embed", "--input", str(src), "--output", str(dst), "--model", str(MINILM)]
-    out = subprocess.run([sys.executable, "-c", PEAK, *cmd], check=True, capture_output=True, text=True).stdout
-    return int(out.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
-
-
-def main(small=10_000, large=100_000):
+def main(n=100_000, early=10_000):
     s1, s2, _ = read_sts("test")
     short = [" ".join(s.split()[:6]) for s in s1 + s2]
-    result = {"small_n": small, "large_n": large}
     with tempfile.TemporaryDirectory() as d:
-        for key, n in (("small", small), ("large", large)):
-            src = Path(d) / f"{n}.txt"
-            src.write_text("\n".join(short[i % len(short)] for i in range(n)) + "\n", encoding="utf-8")
-            result[f"{key}_mb"] = peak_mb(src, Path(d) / f"{n}.npy")
-            print(f"{n:>7,} lines: peak RSS {result[f'{key}_mb']:.0f} MB")
+        src = Path(d) / "corpus.txt"
+        src.write_text("\n".join(short[i % len(short)] for i in range(n)) + "\n", encoding="utf-8")
+        out = subprocess.run([sys.executable, "-c", CHILD, str(MINILM), str(src), str(Path(d) / "corpus.npy")],
+                             check=True, capture_output=True, text=True).stdout
+    res = json.loads(out.splitlines()[-1])
+    small = next(mb for lines, mb in res["trace"] if lines >= early)
+    result = {"small_n": next(lines for lines, _ in res["trace"] if lines >= early), "large_n": n,
+              "small_mb": small, "large_mb": res["trace"][-1][1], "peak_mb": res["peak_mb"], "trace": res["trace"]}
     result["growth_mb"] = result["large_mb"] - result["small_mb"]
-    print(f"growth {result['growth_mb']:+.0f} MB (the 100k x 384 float32 output alone is 154 MB, on disk)")
+    print(f"resident after {result['small_n']:,} lines {result['small_mb']:.0f} MB, after {n:,} lines "
+          f"{result['large_mb']:.0f} MB ({result['growth_mb']:+.0f} MB); peak {result['peak_mb']:.0f} MB")
     save_results("memory", result)
     write_readme()
 
