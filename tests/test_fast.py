@@ -18,6 +18,13 @@ TEXTS = ["", "a", "A man is playing a guitar.", "Someone plays the guitar!", "Th
          "word " * 300, "two words", "Tokens: ünïcödé, emoji 🙂, digits 12345.", "x y", "short one", "short two"]
 
 
+@pytest.fixture(params=["stacked", "separate"])
+def qkv(request, monkeypatch):
+    """Run a test with both Q/K/V paths: one stacked matmul (big batches) and three (a few tokens)."""
+    monkeypatch.setattr("minimt.fast.FUSED_QKV_MIN_TOKENS", 0 if request.param == "stacked" else 10**9)
+    return request.param
+
+
 def engines(enc):
     return (SentenceEncoder(enc.model, enc.tokenizer, "fast"), SentenceEncoder(enc.model, enc.tokenizer, "readable"))
 
@@ -28,7 +35,7 @@ def test_runs_of_equal_length():
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
-def test_fast_equals_readable_minilm(minilm, pooling):
+def test_fast_equals_readable_minilm(minilm, pooling, qkv):
     fast, readable = engines(minilm)
     old = minilm.config.pooling
     minilm.config.pooling = pooling
@@ -40,7 +47,7 @@ def test_fast_equals_readable_minilm(minilm, pooling):
 
 
 @pytest.mark.parametrize("max_tokens", [1, 64, 4096])
-def test_fast_equals_readable_any_batching(tiny_encoder, max_tokens):
+def test_fast_equals_readable_any_batching(tiny_encoder, max_tokens, qkv):
     """A random tiny model (weights far from a trained checkpoint's) with every batch shape from 1 text up."""
     fast, readable = engines(tiny_encoder)
     texts = TEXTS * 3
@@ -108,7 +115,7 @@ def test_tiny_config_unpadded_equals_padded():
 
 
 @pytest.mark.parametrize("freeze_to", [0, 1])
-def test_fast_training_gradients_equal_readable(tiny_encoder, freeze_to):
+def test_fast_training_gradients_equal_readable(tiny_encoder, freeze_to, qkv):
     """Dropout off: loss and every gradient of the packed forward == the padded one (layers below freeze_to frozen)."""
     from minimt.multitask import MultiTaskModel
     tasks = {"topic": ["a", "b", "c"]}
