@@ -6,6 +6,8 @@ import sys
 
 import numpy as np
 
+from minimt.encoder import CHUNK
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m minimt", description="minimt: BERT sentence embeddings in plain PyTorch.")
@@ -19,8 +21,8 @@ def main(argv=None):
     e.add_argument("--input", help="a UTF-8 text file, one text per line, embedded streaming into --output "
                                     "(also on several processes: torchrun --nproc_per_node=N -m minimt embed ...)")
     e.add_argument("--output", help="write an (N, D) float32 array to this .npy file instead of printing JSON lines")
-    e.add_argument("--chunk", type=int, default=4096, help="--input lines per chunk; under torchrun the chunks are "
-                                                           "dealt to the processes in turn (default: 4096)")
+    e.add_argument("--chunk", type=int, default=CHUNK, help="--input lines per chunk; under torchrun the chunks "
+                                                            f"are dealt to the processes in turn (default: {CHUNK})")
     e.add_argument("--no-normalize", action="store_true", help="skip L2 normalisation")
 
     s = sub.add_parser("similarity", help="print the cosine similarity of two texts",

@@ -5,9 +5,10 @@
 
 Line i of the input (one text per line, UTF-8) becomes row i of an (N, D) float32 array. The output is a memory
 mapped .npy, written a chunk at a time, so memory stays flat however long the corpus: neither the texts nor the
-embeddings are ever all in memory (the file is mapped afresh for each chunk, so even written pages leave). Under torchrun, rank r encodes chunks r, r + world, r + 2*world, ... into its
-own rows of the same file (on a shared file system across machines); no gathering, no shard files to merge, and
-the rows are those one process would write, since a text's embedding does not depend on its batch (~1e-7).
+embeddings are ever all in memory (the file is mapped afresh for each chunk, so even written pages leave). Under
+torchrun, rank r encodes chunks r, r + world, r + 2*world, ... into its own rows of the same file (on a shared
+file system across machines); no gathering, no shard files to merge, and the rows are those one process would
+write, since a text's embedding does not depend on its batch (~1e-7).
 """
 import ctypes
 import ctypes.util

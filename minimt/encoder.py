@@ -14,17 +14,15 @@ import torch
 
 from minimt import download
 from minimt.config import BertConfig
-from minimt.fast import FastBert
+from minimt.fast import ENGINES, FastBert
 from minimt.model import BertModel
 from minimt.pooling import normalize as l2_normalize
 from minimt.pooling import pool
-from minimt.tokenizer import Tokenizer
+from minimt.tokenizer import MAX_TOKENS, Tokenizer
 from minimt.weights import load_weights
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 CHUNK = 4096  # texts sorted together; larger pads a little less, smaller holds fewer token lists at once
-MAX_TOKENS = 4096  # tokens per batch (texts x longest): matmuls of ~4k rows ran at the CPU's GEMM peak (make bench)
-ENGINES = ("fast", "readable")
 
 
 class SentenceEncoder:
@@ -101,7 +99,6 @@ class SentenceEncoder:
         if single:
             out = out[0]
         return out if convert_to == "torch" else out.numpy()
-
 
     def embed_batch(self, ids):
         """Token-id lists sorted longest first -> pooled (b, H) vectors, by the chosen engine."""

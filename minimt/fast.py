@@ -1,7 +1,7 @@
-"""The fast inference path: the BERT of model.py computed with less work, tested equal to it (tests/test_fast.py).
+"""The fast engine: the BERT of model.py computed with less work, tested equal to it (tests/test_fast.py).
 
-model.py is the readable version; this file is what SentenceEncoder.encode runs by default. It holds no weights of its
-own, and computes the same function. What it does differently, and why:
+model.py is the readable version; this file is what SentenceEncoder.encode and training run by default. It holds
+no weights of its own, and computes the same function. What it does differently, and why:
 
 1. No padding. A batch's texts are packed into one (N, H) matrix of their real tokens, N = the sum of their lengths.
    The dense layers (Q/K/V, output, FFN: about three quarters of the time) do no work on padding at all.
@@ -24,8 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from minimt.model import BertModel
+from minimt.pooling import POOLERS
 
 
+ENGINES = ("fast", "readable")  # this file, or model.py's padded forward
 FUSED_QKV_MIN_TOKENS = 2048  # measured: one stacked QKV matmul wins from ~2k tokens, three separate ones below
 
 
@@ -59,8 +61,8 @@ class FastBert:
         lengths = [len(x) for x in ids]
         if any(a < b for a, b in zip(lengths, lengths[1:])):
             raise ValueError("FastBert needs its texts sorted longest first (Tokenizer.token_batches does that)")
-        if pooling not in ("mean", "cls", "max"):
-            raise ValueError(f"pooling {pooling!r} is not known; use 'mean', 'cls' or 'max'")
+        if pooling not in POOLERS:
+            raise ValueError(f"pooling {pooling!r} is not known; use one of {sorted(POOLERS)}")
         m, cfg = self.model, self.model.config
         if lengths[0] > cfg.max_position_embeddings:
             raise ValueError(f"sequence of {lengths[0]} tokens is longer than max_position_embeddings "

@@ -11,8 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minimt.fast import FastBert
+from minimt.fast import ENGINES, FastBert
 from minimt.pooling import normalize, pool
+from minimt.tokenizer import MAX_TOKENS
 
 
 class Head(nn.Module):
@@ -39,8 +40,8 @@ class MultiTaskModel(nn.Module):
         engine: "fast" runs the encoder on packed real tokens (minimt/fast.py), "readable" on padded batches
         (minimt/model.py); the same function, tested equal, the fast one skips the padding."""
         super().__init__()
-        if engine not in ("fast", "readable"):
-            raise ValueError(f"engine {engine!r} is not known; use 'fast' or 'readable'")
+        if engine not in ENGINES:
+            raise ValueError(f"engine {engine!r} is not known; use one of {ENGINES}")
         self.engine = engine
         if not isinstance(tasks, dict) or not tasks:
             raise ValueError("tasks must be a non-empty dict {task name: [label, ...]}")
@@ -115,7 +116,7 @@ class MultiTaskModel(nn.Module):
         return pooled, self.classify(pooled)
 
     @torch.no_grad()
-    def predict(self, texts, batch_size=None, max_tokens=4096):
+    def predict(self, texts, batch_size=None, max_tokens=MAX_TOKENS):
         """[{task: (label, probability)}, ...], one dict per text, in input order."""
         if isinstance(texts, str):
             raise TypeError("predict() takes a list of texts; wrap a single text as [text]")
@@ -142,7 +143,7 @@ class EmbeddingCache:
     a text never changes, so heads-only training can run on these vectors instead of the encoder every step."""
 
     @torch.no_grad()
-    def __init__(self, model, texts, max_tokens=4096):
+    def __init__(self, model, texts, max_tokens=MAX_TOKENS):
         if not model.backbone_frozen():
             raise ValueError("an embedding cache needs the whole backbone frozen: its vectors would go stale")
         texts = sorted(set(texts))

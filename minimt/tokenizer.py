@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer as HFTokenizer
 
+MAX_TOKENS = 4096  # tokens per batch (texts x longest): matmuls of ~4k rows ran at the CPU's GEMM peak (make bench)
+
 
 class Tokenizer:
     def __init__(self, path, max_seq_length, do_lower_case=False):
@@ -45,15 +47,10 @@ class Tokenizer:
         return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask),
                 "token_type_ids": torch.zeros(B, T, dtype=torch.int64)}  # one segment: all type 0
 
-    def sorted_batches(self, ids, batch_size):
-        """(indices into ids, padded batch) pairs, longest first: similar lengths share a batch, so little
-        compute goes to padding. The caller scatters each batch's results back to its indices."""
-        for idx, _ in self.token_batches(ids, max_tokens=None, batch_size=batch_size):
-            yield idx, self.pad([ids[i] for i in idx])
-
     @staticmethod
-    def token_batches(ids, max_tokens=4096, batch_size=None):
-        """(indices, token-id lists) pairs, longest first. A batch grows while (texts x its longest text) stays
+    def token_batches(ids, max_tokens=MAX_TOKENS, batch_size=None):
+        """(indices, token-id lists) pairs, longest first: similar lengths share a batch, and the caller scatters
+        each batch's results back to its indices. A batch grows while (texts x its longest text) stays
         within max_tokens and it has at most batch_size texts (None: no such limit). A token budget keeps every
         matmul about the same size whether the texts are 10 or 250 tokens long."""
         if max_tokens is None and batch_size is None:

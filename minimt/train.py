@@ -21,6 +21,7 @@ from minimt import checkpoint, distributed
 from minimt.data import Source, check_labels, encode_labels, label_maps, load_splits, plan_epoch
 from minimt.encoder import SentenceEncoder
 from minimt.evaluate import evaluate
+from minimt.fast import ENGINES
 from minimt.freeze import freeze, open_units, param_groups, trainable_table, unfreeze_schedule
 from minimt.multitask import EmbeddingCache, MultiTaskModel
 
@@ -63,7 +64,7 @@ class TrainConfig:
 
     def __post_init__(self):
         checks = {"mixing": ("joint", "round_robin", "proportional"), "schedule": ("linear", "cosine", "constant"),
-                  "head": ("linear", "mlp"), "engine": ("fast", "readable")}
+                  "head": ("linear", "mlp"), "engine": ENGINES}
         for key, allowed in checks.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key}={getattr(self, key)!r} is not supported; use one of {list(allowed)}")
