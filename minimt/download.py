@@ -14,7 +14,20 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-WEIGHTS_DIR = Path(os.environ.get("MINIMT_WEIGHTS", Path(__file__).resolve().parents[1] / "weights"))
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def home(kind):
+    """Where fetched files of a kind ("weights" or "data") live, decided when asked, never at import:
+    $MINIMT_WEIGHTS / $MINIMT_DATA if set; weights/ or data/ of a clone (a pyproject.toml beside minimt/);
+    otherwise, for an installed package, the user cache $XDG_CACHE_HOME/minimt/<kind> (~/.cache/minimt/<kind>),
+    never site-packages."""
+    env = {"weights": "MINIMT_WEIGHTS", "data": "MINIMT_DATA"}[kind]
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    if (ROOT / "pyproject.toml").exists():
+        return ROOT / kind
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minimt" / kind
 
 SENTENCE_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors",
                   "sentence_bert_config.json", "modules.json", "1_Pooling/config.json"]
@@ -48,7 +61,7 @@ def sha256_of(path):
 def local_dir(name):
     """weights/<name> for a checkpoint name ('all-MiniLM-L6-v2', 'bert-base-uncased', 'org/model')."""
     name = ALIASES.get(name, name)
-    return WEIGHTS_DIR / name.replace("/", "--")
+    return home("weights") / name.replace("/", "--")
 
 
 def is_complete(name):

