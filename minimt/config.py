@@ -1,12 +1,16 @@
 """BertConfig: the numbers that define a BERT encoder, plus the sentence-embedding settings.
 
 A checkpoint directory in the sentence-transformers layout carries them in four files:
-  config.json                 the transformer (same keys as Hugging Face's BertConfig)
+  config.json                 the transformer (same keys as Hugging Face's BertConfig, or DistilBertConfig)
   sentence_bert_config.json   max_seq_length (and do_lower_case)
   modules.json                the pipeline: Transformer -> Pooling [-> Normalize]
-  1_Pooling/config.json       which pooling (mean, cls or max)
-A plain BERT checkpoint (bert-base-uncased) has only config.json; it then gets what sentence-transformers
-gives it: mean pooling, no normalisation, max_seq_length = min(max positions, tokenizer's model_max_length).
+  1_Pooling/config.json       which pooling: the old boolean flags ("pooling_mode_cls_token": true) or, from
+                              sentence-transformers 6, one "pooling_mode": "cls"
+A plain checkpoint (bert-base-uncased) has only config.json; it then gets what sentence-transformers gives it:
+mean pooling, no normalisation, max_seq_length = min(max positions, tokenizer's model_max_length).
+
+DistilBERT (Sanh et al. 2019) is BERT with half the layers, no token-type embeddings and other field names; it
+runs through the same model.py, with type_vocab_size = 0 and the names translated here (DISTILBERT_FIELDS).
 """
 import json
 from dataclasses import dataclass, fields
@@ -22,7 +26,7 @@ class BertConfig:
     num_attention_heads: int = 12         # heads per block; head dim = 384 / 12 = 32 (bert-base: 768 / 12 = 64)
     intermediate_size: int = 1536         # feed-forward width, 4 x hidden
     max_position_embeddings: int = 512    # learned absolute positions
-    type_vocab_size: int = 2              # segment A / segment B
+    type_vocab_size: int = 2              # segment A / segment B; 0 = no segment embeddings (DistilBERT)
     layer_norm_eps: float = 1e-12         # BERT's epsilon (PyTorch's default is 1e-5: it matters at 1e-5 tolerance)
     hidden_dropout_prob: float = 0.1      # dropout after embeddings, attention output and feed-forward
     attention_probs_dropout_prob: float = 0.1  # dropout on the attention weights
@@ -55,16 +59,22 @@ class BertConfig:
     def from_dir(cls, path):
         """Read config.json and, when present, the sentence-transformers files next to it."""
         path = Path(path)
-        hf = _read_json(path / "config.json")
-        _check_supported(hf, path / "config.json")
+        model_dir = transformer_dir(path)
+        hf = _read_json(model_dir / "config.json")
+        _check_supported(hf, model_dir / "config.json")
+        if hf.get("model_type") == "distilbert":
+            # (sinusoidal_pos_embds only changes how positions are initialised; the checkpoint holds them)
+            hf = {DISTILBERT_FIELDS.get(k, k): v for k, v in hf.items()}
+            hf.update(type_vocab_size=0, layer_norm_eps=1e-12)  # DistilBERT hard-codes its LayerNorm epsilon
         own = {f.name for f in fields(cls)}
         kw = {k: v for k, v in hf.items() if k in own}  # config.json carries many keys BERT does not use
 
-        st = _read_json(path / "sentence_bert_config.json") if (path / "sentence_bert_config.json").exists() else {}
+        st_file = model_dir / "sentence_bert_config.json"
+        st = _read_json(st_file) if st_file.exists() else {}
         if "max_seq_length" in st:
             kw["max_seq_length"] = st["max_seq_length"]
-        else:  # what sentence-transformers does for a plain BERT checkpoint
-            tok_cfg = path / "tokenizer_config.json"
+        else:  # a plain checkpoint, or sentence-transformers 6 (which keeps it in the tokenizer's model_max_length)
+            tok_cfg = model_dir / "tokenizer_config.json"
             model_max = _read_json(tok_cfg).get("model_max_length", 10**9) if tok_cfg.exists() else 10**9
             kw["max_seq_length"] = min(hf.get("max_position_embeddings", 512), model_max)
         kw["do_lower_case"] = bool(st.get("do_lower_case", False))
@@ -73,6 +83,19 @@ class BertConfig:
         if (path / "modules.json").exists():
             kw["pooling"], kw["normalize"] = _read_modules(path)
         return cls(**kw)
+
+
+# DistilBertConfig name -> BertConfig name; everything else a DistilBERT config holds has the same meaning
+DISTILBERT_FIELDS = {"dim": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
+                     "hidden_dim": "intermediate_size", "activation": "hidden_act", "dropout": "hidden_dropout_prob",
+                     "attention_dropout": "attention_probs_dropout_prob"}
+# sentence-transformers modules, by class name: the old paths (sentence_transformers.models.Pooling) and the
+# sentence-transformers 6 ones (sentence_transformers.sentence_transformer.modules.pooling.Pooling) end alike
+MODULES = ("Transformer", "Pooling", "Normalize")
+# 1_Pooling/config.json: the old boolean flags and the single "pooling_mode" of sentence-transformers 6
+POOLING_FLAGS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max",
+                 "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+                 "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
 
 
 def _read_json(p):
@@ -88,12 +111,13 @@ def _read_json(p):
 
 def _check_supported(hf, where):
     """Raise on architecture switches this encoder does not implement, rather than run the wrong model."""
-    if hf.get("model_type", "bert") != "bert":
+    if hf.get("model_type", "bert") not in ("bert", "distilbert"):
         raise ValueError(f"{where}: model_type {hf['model_type']!r} is not supported; minimt implements BERT "
-                         f"(model_type 'bert') only")
-    if hf.get("hidden_act", "gelu") != "gelu":
-        raise ValueError(f"{where}: hidden_act {hf['hidden_act']!r} is not supported; minimt implements the "
-                         f"exact erf GELU ('gelu') only")
+                         f"and DistilBERT (model_type 'bert' or 'distilbert') only")
+    key = "activation" if "activation" in hf else "hidden_act"  # DistilBERT's name, BERT's name
+    if hf.get(key, "gelu") != "gelu":
+        raise ValueError(f"{where}: {key} {hf[key]!r} is not supported; minimt implements the exact erf GELU "
+                         f"('gelu') only")
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError(f"{where}: position_embedding_type {hf['position_embedding_type']!r} is not "
                          f"supported; minimt implements learned absolute positions only")
@@ -101,31 +125,48 @@ def _check_supported(hf, where):
         raise ValueError(f"{where}: decoder / cross-attention BERT is not supported; minimt is an encoder")
 
 
-def _read_modules(path):
-    """(pooling, normalize) from modules.json; any module minimt does not implement is an error."""
-    pooling, normalize = "mean", False
+def _modules(path):
+    """modules.json as [(class name, folder)], every module checked to be one minimt implements."""
+    out = []
     for m in _read_json(path / "modules.json"):
         kind = m["type"].rsplit(".", 1)[-1]
-        if kind == "Transformer":
-            continue
-        elif kind == "Pooling":
-            pooling = _read_pooling(path / m["path"] / "config.json")
+        if kind not in MODULES:
+            raise ValueError(f"{path / 'modules.json'} lists a {kind} module ({m['type']}); minimt implements "
+                             f"{', '.join(MODULES)} only, so it would compute other vectors than "
+                             f"sentence-transformers")
+        out.append((kind, path / m.get("path", "")))
+    return out
+
+
+def transformer_dir(path):
+    """The folder holding config.json and the weights: the directory itself, or the Transformer module's
+    folder where modules.json names one (early sentence-transformers saved it in 0_Transformer/)."""
+    path = Path(path)
+    if (path / "modules.json").exists():
+        return next((folder for kind, folder in _modules(path) if kind == "Transformer"), path)
+    return path
+
+
+def _read_modules(path):
+    """(pooling, normalize) from modules.json."""
+    pooling, normalize = "mean", False
+    for kind, folder in _modules(path):
+        if kind == "Pooling":
+            pooling = _read_pooling(folder / "config.json")
         elif kind == "Normalize":
             normalize = True
-        else:
-            raise ValueError(f"{path / 'modules.json'} lists a {kind} module; minimt supports "
-                             f"Transformer, Pooling and Normalize only")
     return pooling, normalize
 
 
 def _read_pooling(p):
     cfg = _read_json(p)
-    modes = {"cls": cfg.get("pooling_mode_cls_token", False), "mean": cfg.get("pooling_mode_mean_tokens", False),
-             "max": cfg.get("pooling_mode_max_tokens", False)}
-    others = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v and
-              k not in ("pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens")]
-    chosen = [k for k, v in modes.items() if v]
-    if others or len(chosen) != 1:
-        raise ValueError(f"{p}: pooling {chosen + others} is not supported; minimt needs exactly one of "
-                         f"mean, cls or max")
+    if "pooling_mode" in cfg:  # sentence-transformers 6: a name, or a list of names to concatenate
+        mode = cfg["pooling_mode"]
+        chosen = [mode] if isinstance(mode, str) else list(mode)
+    else:
+        chosen = [name for flag, name in POOLING_FLAGS.items() if cfg.get(flag)]
+        chosen += [k for k, v in cfg.items() if k.startswith("pooling_mode_") and k not in POOLING_FLAGS and v]
+    if len(chosen) != 1 or chosen[0] not in ("mean", "cls", "max"):
+        raise ValueError(f"{p}: pooling {chosen} is not supported; minimt implements exactly one of mean, cls or "
+                         f"max (not weightedmean, lasttoken, mean_sqrt_len_tokens or a concatenation)")
     return chosen[0]

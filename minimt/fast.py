@@ -74,7 +74,8 @@ class FastBert:
         e = m.embeddings
         x = F.embedding(flat, e.word.weight)                                         # (N, H)
         x += F.embedding(pos, e.position.weight)
-        x += e.token_type.weight[0]                                                  # one segment: type 0
+        if e.token_type is not None:
+            x += e.token_type.weight[0]                                              # one segment: type 0
         x = F.layer_norm(x, x.shape[-1:], e.ln.weight, e.ln.bias, e.ln.eps)
         x = F.dropout(x, e.drop.p, e.training)
         for layer in m.layers:

@@ -23,13 +23,14 @@ from minimt.config import BertConfig
 
 
 class Embeddings(nn.Module):
-    """Each token's vector = its word vector + its position vector + its segment vector, then LayerNorm."""
+    """Each token's vector = its word vector + its position vector + its segment vector, then LayerNorm.
+    DistilBERT has no segments (type_vocab_size = 0): the segment term is simply absent."""
 
     def __init__(self, cfg: BertConfig):
         super().__init__()
         self.word = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
         self.position = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
-        self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size) if cfg.type_vocab_size else None
         self.ln = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.drop = nn.Dropout(cfg.hidden_dropout_prob)
 
@@ -39,7 +40,9 @@ class Embeddings(nn.Module):
             raise ValueError(f"sequence of {T} tokens is longer than max_position_embeddings "
                              f"{self.position.num_embeddings}; truncate the input")
         pos = torch.arange(T, device=input_ids.device)                  # (T,) same positions for every row
-        x = self.word(input_ids) + self.position(pos) + self.token_type(token_type_ids)  # (B, T, H)
+        x = self.word(input_ids) + self.position(pos)                   # (B, T, H)
+        if self.token_type is not None:
+            x = x + self.token_type(token_type_ids)
         return self.drop(self.ln(x))
 
 

@@ -1,10 +1,13 @@
 """Loading a pretrained BERT checkpoint (model.safetensors) into minimt's BertModel.
 
-Checkpoints name their tensors after Hugging Face's module tree; minimt's tree is flatter. The table below is the
-whole mapping, one line per tensor kind. Two dialects are in circulation and both load:
+Checkpoints name their tensors after Hugging Face's module tree; minimt's tree is flatter. The tables below are the
+whole mapping, one line per tensor kind. Two BERT dialects are in circulation and both load:
   bare keys   embeddings.word_embeddings.weight, encoder.layer.0..., pooler.dense.weight   (all-MiniLM-L6-v2)
   BERT-style  bert.embeddings..., LayerNorm.gamma / .beta, plus cls.* pre-training heads     (bert-base-uncased)
+DistilBERT names the same tensors its own way (transformer.layer.0.attention.q_lin, sa_layer_norm, ffn.lin1, ...)
+and has no token-type table; its lines map onto the same minimt names, so one model.py runs both.
 Every tensor is then checked: no key missing, none left over, every shape equal, before anything is copied.
+Saving goes the other way (checkpoint_name): minimt names -> transformers' BertModel names.
 """
 import re
 
@@ -12,7 +15,7 @@ import torch
 from safetensors import safe_open
 
 # checkpoint name (after dialect clean-up) -> minimt name; {i} is the layer number
-RENAMES = [
+BERT_RENAMES = [
     ("embeddings.word_embeddings.weight", "embeddings.word.weight"),
     ("embeddings.position_embeddings.weight", "embeddings.position.weight"),
     ("embeddings.token_type_embeddings.weight", "embeddings.token_type.weight"),
@@ -26,11 +29,23 @@ RENAMES = [
     ("encoder.layer.{i}.output.dense.{p}", "layers.{i}.ffn.down.{p}"),
     ("encoder.layer.{i}.output.LayerNorm.{p}", "layers.{i}.ln2.{p}"),
 ]
+DISTILBERT_RENAMES = [  # the embeddings are named as in BERT (and have no token_type_embeddings)
+    ("transformer.layer.{i}.attention.q_lin.{p}", "layers.{i}.attn.query.{p}"),
+    ("transformer.layer.{i}.attention.k_lin.{p}", "layers.{i}.attn.key.{p}"),
+    ("transformer.layer.{i}.attention.v_lin.{p}", "layers.{i}.attn.value.{p}"),
+    ("transformer.layer.{i}.attention.out_lin.{p}", "layers.{i}.attn.out.{p}"),
+    ("transformer.layer.{i}.sa_layer_norm.{p}", "layers.{i}.ln1.{p}"),
+    ("transformer.layer.{i}.ffn.lin1.{p}", "layers.{i}.ffn.up.{p}"),
+    ("transformer.layer.{i}.ffn.lin2.{p}", "layers.{i}.ffn.down.{p}"),
+    ("transformer.layer.{i}.output_layer_norm.{p}", "layers.{i}.ln2.{p}"),
+]
+RENAMES = BERT_RENAMES + DISTILBERT_RENAMES
 # present in checkpoints, deliberately not loaded:
 #   pooler.*        BERT's next-sentence pooler (tanh on [CLS]); sentence-transformers never uses it
 #   cls.*           masked-LM / next-sentence prediction heads from pre-training
+#   vocab_*         DistilBERT's masked-LM head (DistilBertForMaskedLM)
 #   *.position_ids  a constant arange(512) buffer that older transformers versions saved
-IGNORED = re.compile(r"^(pooler\.|cls\.)|position_ids$")
+IGNORED = re.compile(r"^(pooler\.|cls\.|vocab_(transform|layer_norm|projector)\.)|position_ids$")
 
 
 def _compile(pattern):
@@ -40,13 +55,13 @@ def _compile(pattern):
 
 
 _RULES = [(_compile(src), dst) for src, dst in RENAMES]
-_REVERSE = [(_compile(dst), src) for src, dst in RENAMES]
+_REVERSE = [(_compile(dst), src) for src, dst in BERT_RENAMES]
 
 
 def rename(key):
     """Checkpoint key -> minimt key, or None for keys we ignore. Unknown keys raise."""
-    if key.startswith("bert."):  # BERT-style: the encoder sits under bert., next to the cls.* heads
-        key = key[len("bert."):]
+    # BERT-style: the encoder sits under bert. (or distilbert.), next to the pre-training heads
+    key = re.sub(r"^(bert|distilbert)\.", "", key)
     # TF-era LayerNorm names (gamma = scale, beta = shift)
     key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
     key = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
@@ -60,7 +75,7 @@ def rename(key):
 
 
 def checkpoint_name(ours):
-    """minimt key -> the (bare-dialect) checkpoint key it is loaded from; for error messages."""
+    """minimt key -> transformers' BertModel key (the bare dialect): for error messages and for saving."""
     for rx, src in _REVERSE:
         m = rx.match(ours)
         if m:

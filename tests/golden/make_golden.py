@@ -7,6 +7,11 @@ tests that read these files need only minimt's dependencies. Outputs, next to th
                          (transformers BertModel on a padded batch, real tokens only)
   tiny_bert/             a random 3-layer BERT saved in the bert-base-uncased dialect (bert. prefix, LayerNorm
                          gamma/beta, cls.* heads), with transformers' outputs on ids that use token types 0, 1, 2
+  st/                    directories written by sentence-transformers itself, with its encode() of TEXTS:
+                         a random BERT saved twice (CLS pooling + Normalize; max pooling, no Normalize), and a
+                         random DistilBERT, bare (transformers' save_pretrained) and saved by sentence-transformers
+  bert_keys.json         every tensor name and shape of transformers' BertModel for all-MiniLM-L6-v2: what an
+                         export must contain for AutoModel.from_pretrained to find no missing or unexpected key
 """
 import json
 import platform
@@ -152,8 +157,79 @@ def tiny_bert():
     print(f"tiny_bert: {len(state)} tensors in the bert-base-uncased dialect, outputs {tuple(hidden.shape)}")
 
 
+def small_tokenizer(dest):
+    """MiniLM's tokenizer with its vocabulary cut to ~3,600 entries (the first 2,600 ids, which keep every special
+    token where it was, plus every '##' + one character piece, so any word still splits): a real WordPiece
+    tokenizer whose embedding table stays small enough to commit."""
+    tok = json.loads((MINILM / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = tok["model"]["vocab"]
+    keep = [t for t, i in sorted(vocab.items(), key=lambda kv: kv[1]) if i < 2600]
+    keep += sorted(t for t, i in vocab.items() if i >= 2600 and t.startswith("##") and len(t) == 3)
+    tok["model"]["vocab"] = {t: i for i, t in enumerate(keep)}
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False), encoding="utf-8")
+    (dest / "tokenizer_config.json").write_text((MINILM / "tokenizer_config.json").read_text(encoding="utf-8"))
+    return len(keep)
+
+
+def randomise(model):
+    # default init leaves biases 0 and LayerNorm 1/0: randomise them so every tensor matters
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+def st_dirs():
+    """Directories in sentence-transformers' own layout, written by sentence-transformers, and its outputs."""
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    import shutil
+    out = HERE / "st"
+    shutil.rmtree(out, ignore_errors=True)
+    tmp = out / "_bare_bert"
+    n_vocab = small_tokenizer(tmp)
+    small_tokenizer(out / "distilbert")
+    torch.manual_seed(0)
+    bert = transformers.BertConfig(vocab_size=n_vocab, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=40, max_position_embeddings=64)
+    randomise(transformers.BertModel(bert)).save_pretrained(tmp)
+    distil = transformers.DistilBertConfig(vocab_size=n_vocab, dim=16, n_layers=2, n_heads=4, hidden_dim=40,
+                                           max_position_embeddings=64)
+    randomise(transformers.DistilBertModel(distil)).save_pretrained(out / "distilbert")
+
+    t = Transformer(str(tmp), max_seq_length=48)
+    SentenceTransformer(modules=[t, Pooling(t.get_embedding_dimension(), "cls"), Normalize()]).save(
+        str(out / "st6_cls_normalize"))
+    t = Transformer(str(tmp))  # max_seq_length from tokenizer_config.json, capped at max_position_embeddings
+    SentenceTransformer(modules=[t, Pooling(t.get_embedding_dimension(), "max")]).save(str(out / "st6_max"))
+    t = Transformer(str(out / "distilbert"), max_seq_length=40)
+    SentenceTransformer(modules=[t, Pooling(t.get_embedding_dimension(), "mean"), Normalize()]).save(
+        str(out / "st6_distilbert"))
+    shutil.rmtree(tmp)
+
+    tensors, meta = {}, {"versions": versions(), "texts": "TEXTS of minilm.json", "dirs": {}}
+    for d in ("st6_cls_normalize", "st6_max", "distilbert", "st6_distilbert"):
+        st = SentenceTransformer(str(out / d), device="cpu")  # the bare DistilBERT: mean pooling, as ST defaults
+        tensors[d] = torch.from_numpy(st.encode(TEXTS, batch_size=8, convert_to_numpy=True))
+        meta["dirs"][d] = {"max_seq_length": st.max_seq_length, "modules": [type(m).__name__ for m in st]}
+    save_file(tensors, out / "golden.safetensors")
+    (out / "golden.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    print(f"st: {len(tensors)} directories, vocabulary {n_vocab}: {meta['dirs']}")
+
+
+def bert_keys():
+    model = transformers.AutoModel.from_pretrained(str(MINILM))
+    keys = {k: list(v.shape) for k, v in model.state_dict().items()}
+    (HERE / "bert_keys.json").write_text(json.dumps({"versions": versions(), "model": "BertModel, all-MiniLM-L6-v2",
+                                                     "keys": keys}, indent=1) + "\n", encoding="utf-8")
+    print(f"bert_keys: {len(keys)} tensors")
+
+
 if __name__ == "__main__":
     if not (MINILM / "model.safetensors").exists():
         sys.exit(f"{MINILM} is missing; run `make weights` first")
     minilm()
     tiny_bert()
+    st_dirs()
+    bert_keys()
