@@ -33,10 +33,7 @@ def versions():
 def save(path, model, meta, train_state=None):
     """Write model + meta (+ train_state) to `path`, replacing what was there in one rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = fresh_dir(path)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, tmp / "model.safetensors")
     meta = {"model": asdict(model.config), "tasks": model.tasks, "head": model.head_kind,
@@ -45,9 +42,26 @@ def save(path, model, meta, train_state=None):
     model.tokenizer.tok.save(str(tmp / "tokenizer.json"))
     if train_state is not None:
         torch.save(train_state, tmp / "train_state.pt")
-    for f in tmp.iterdir():  # the data must be on disk before the rename makes it visible
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    return publish(tmp, path)
+
+
+def fresh_dir(path):
+    """An empty temporary directory beside `path`, to fill and then publish()."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def publish(tmp, path):
+    """Put the finished directory `tmp` at `path`, replacing what was there: a reader sees the old directory or
+    the new one, never a mix (checkpoints and exports alike)."""
+    for f in tmp.rglob("*"):  # the data must be on disk before the rename makes it visible
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
     old = path.with_name(f".{path.name}.old-{os.getpid()}")
     if path.exists():
         os.rename(path, old)  # two renames: a directory cannot replace a non-empty one in one step
@@ -73,15 +87,25 @@ def read_meta(path):
     return json.loads((find(path) / "checkpoint.json").read_text(encoding="utf-8"))
 
 
+def load_encoder(path):
+    """The fine-tuned encoder alone: (BertModel, Tokenizer), every encoder tensor checked (strict); the heads are
+    not read. This is what SentenceEncoder.from_pretrained("runs/train/best") loads."""
+    path = find(path)
+    cfg = BertConfig(**read_meta(path)["model"])
+    model = BertModel(cfg)
+    state = {k[len("encoder."):]: v for k, v in load_file(path / "model.safetensors").items()
+             if k.startswith("encoder.")}
+    model.load_state_dict(state, strict=True)
+    return model, Tokenizer(path / "tokenizer.json", cfg.max_seq_length, cfg.do_lower_case)
+
+
 def load_model(path):
     """MultiTaskModel from a checkpoint directory, every tensor checked by load_state_dict(strict=True)."""
     from minimt.multitask import MultiTaskModel
     path = find(path)
     meta = read_meta(path)
-    cfg = BertConfig(**meta["model"])
-    encoder = SentenceEncoder(BertModel(cfg), Tokenizer(path / "tokenizer.json", cfg.max_seq_length,
-                                                        cfg.do_lower_case))
-    model = MultiTaskModel(encoder, meta["tasks"], head=meta["head"], dropout=meta["dropout"])
+    model = MultiTaskModel(SentenceEncoder(*load_encoder(path)), meta["tasks"], head=meta["head"],
+                           dropout=meta["dropout"])
     model.load_state_dict(load_file(path / "model.safetensors"), strict=True)
     return model.eval()
 

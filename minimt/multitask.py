@@ -132,8 +132,18 @@ class MultiTaskModel(nn.Module):
         self.train(was_training)
         return out
 
+    def save(self, path):
+        """A sentence-transformers directory of the encoder, with the heads beside it (minimt/export.py)."""
+        from minimt.export import save_sentence_transformer
+        return save_sentence_transformer(self.encoder, self.tokenizer, path, multitask=self)
+
     @classmethod
     def from_checkpoint(cls, path):
+        """A training checkpoint (runs/train/best) or a directory written by save() / `minimt export`."""
+        from pathlib import Path
+        if (Path(path) / "heads.json").exists():
+            from minimt.export import load_multitask
+            return load_multitask(path)
         from minimt.checkpoint import load_model
         return load_model(path)
 

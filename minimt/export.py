@@ -1,0 +1,116 @@
+"""A minimt model leaves as a standard sentence-transformers directory, loadable by sentence-transformers
+(SentenceTransformer(dir)), by transformers (AutoModel.from_pretrained(dir)) and by minimt itself:
+
+    config.json                        transformers' BertConfig, model_type "bert"
+    model.safetensors                  the encoder in transformers' BertModel names (weights.checkpoint_name)
+    tokenizer.json                     the tokenizer; tokenizer_config.json says how to build it (BertTokenizer)
+    modules.json                       the pipeline: Transformer -> Pooling [-> Normalize]
+    sentence_bert_config.json          max_seq_length and do_lower_case
+    1_Pooling/config.json              the pooling mode (the boolean flags every sentence-transformers version reads)
+    2_Normalize/                       only when the model L2-normalises
+    config_sentence_transformers.json  the similarity function: cosine
+    heads.safetensors, heads.json      a MultiTaskModel's task heads and their label names (others ignore them)
+
+Two tensors are written that minimt does not use, so that transformers finds every key it expects:
+  pooler.dense      BertModel's pooler (tanh(W h_CLS + b)), never used by a sentence encoder; written as W = I, b = 0
+  token_type        a DistilBERT has no segment table; BERT gets one row of zeros, which adds nothing to type 0
+The directory is written atomically (checkpoint.fresh_dir / publish): readers see the old one or the new one.
+"""
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from minimt.checkpoint import fresh_dir, publish
+from minimt.weights import checkpoint_name
+
+MODULE_TYPES = {"Transformer": "sentence_transformers.models.Transformer",  # the paths every version resolves
+                "Pooling": "sentence_transformers.models.Pooling",
+                "Normalize": "sentence_transformers.models.Normalize"}
+SPECIAL = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]",
+           "mask_token": "[MASK]"}
+
+
+def bert_config(cfg):
+    """minimt's BertConfig -> the config.json transformers' BertModel is built from."""
+    return {"architectures": ["BertModel"], "model_type": "bert", "vocab_size": cfg.vocab_size,
+            "hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_hidden_layers,
+            "num_attention_heads": cfg.num_attention_heads, "intermediate_size": cfg.intermediate_size,
+            "hidden_act": "gelu", "hidden_dropout_prob": cfg.hidden_dropout_prob,
+            "attention_probs_dropout_prob": cfg.attention_probs_dropout_prob,
+            "max_position_embeddings": cfg.max_position_embeddings, "type_vocab_size": max(cfg.type_vocab_size, 1),
+            "layer_norm_eps": cfg.layer_norm_eps, "pad_token_id": cfg.pad_token_id,
+            "position_embedding_type": "absolute", "initializer_range": 0.02}
+
+
+def bert_state(model):
+    """minimt's tensors under transformers' BertModel names, plus the two it does not use (see the docstring)."""
+    cfg = model.config
+    state = {checkpoint_name(k): v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    if cfg.type_vocab_size == 0:
+        state["embeddings.token_type_embeddings.weight"] = torch.zeros(1, cfg.hidden_size)
+    state["pooler.dense.weight"] = torch.eye(cfg.hidden_size)
+    state["pooler.dense.bias"] = torch.zeros(cfg.hidden_size)
+    return state
+
+
+def tokenizer_config(tokenizer, max_seq_length):
+    """tokenizer_config.json for transformers: its BertTokenizer options, read off tokenizer.json's normaliser."""
+    norm = json.loads(tokenizer.tok.to_str()).get("normalizer") or {}
+    if norm.get("type") != "BertNormalizer":
+        raise ValueError(f"the tokenizer's normaliser is {norm.get('type')!r}, not BertNormalizer; minimt exports "
+                         f"BERT WordPiece tokenizers only")
+    for token in SPECIAL.values():
+        if tokenizer.tok.token_to_id(token) is None:
+            raise ValueError(f"the tokenizer has no {token} token; minimt exports BERT WordPiece tokenizers only")
+    return {"tokenizer_class": "BertTokenizer", "do_lower_case": norm.get("lowercase", True),
+            "strip_accents": norm.get("strip_accents"), "tokenize_chinese_chars": norm.get("handle_chinese_chars", True),
+            "model_max_length": max_seq_length, **SPECIAL}
+
+
+def save_sentence_transformer(bert, tokenizer, path, multitask=None):
+    """Write `bert` (a minimt BertModel) and its Tokenizer as a sentence-transformers directory at `path`;
+    with `multitask` (a MultiTaskModel around the same encoder), its heads too."""
+    cfg, path = bert.config, Path(path)
+    tmp = fresh_dir(path)
+    (tmp / "1_Pooling").mkdir()
+    save_file(bert_state(bert), tmp / "model.safetensors", metadata={"format": "pt"})
+    write_json(tmp / "config.json", bert_config(cfg))
+    tokenizer.tok.save(str(tmp / "tokenizer.json"))
+    write_json(tmp / "tokenizer_config.json", tokenizer_config(tokenizer, cfg.max_seq_length))
+    write_json(tmp / "sentence_bert_config.json", {"max_seq_length": cfg.max_seq_length,
+                                                   "do_lower_case": cfg.do_lower_case})
+    write_json(tmp / "1_Pooling" / "config.json", {
+        "word_embedding_dimension": cfg.hidden_size, "pooling_mode_cls_token": cfg.pooling == "cls",
+        "pooling_mode_mean_tokens": cfg.pooling == "mean", "pooling_mode_max_tokens": cfg.pooling == "max",
+        "pooling_mode_mean_sqrt_len_tokens": False})
+    modules = [("Transformer", ""), ("Pooling", "1_Pooling")] + [("Normalize", "2_Normalize")] * cfg.normalize
+    if cfg.normalize:
+        (tmp / "2_Normalize").mkdir()
+    write_json(tmp / "modules.json", [{"idx": i, "name": str(i), "path": folder, "type": MODULE_TYPES[kind]}
+                                      for i, (kind, folder) in enumerate(modules)])
+    write_json(tmp / "config_sentence_transformers.json", {"similarity_fn_name": "cosine", "prompts": {},
+                                                           "default_prompt_name": None})
+    if multitask is not None:
+        save_file({k: v.detach().float().contiguous() for k, v in multitask.heads.state_dict().items()},
+                  tmp / "heads.safetensors")
+        write_json(tmp / "heads.json", {"tasks": multitask.tasks, "head": multitask.head_kind,
+                                        "dropout": multitask.dropout})
+    return publish(tmp, path)
+
+
+def load_multitask(path):
+    """A MultiTaskModel from an exported directory: the encoder as any sentence-transformers directory, then
+    the heads, every head tensor checked (strict)."""
+    from minimt.encoder import SentenceEncoder
+    from minimt.multitask import MultiTaskModel
+    path = Path(path)
+    meta = json.loads((path / "heads.json").read_text(encoding="utf-8"))
+    model = MultiTaskModel(SentenceEncoder.from_pretrained(path), meta["tasks"], meta["head"], meta["dropout"])
+    model.heads.load_state_dict(load_file(path / "heads.safetensors"), strict=True)
+    return model.eval()
+
+
+def write_json(p, obj):
+    p.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
