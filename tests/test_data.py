@@ -119,9 +119,13 @@ def test_read_errors_name_file_row_and_column(tmp_path, name, content, kwargs, m
         read_source(src, tmp_path)
 
 
-def test_missing_file_names_the_pattern_and_the_data_dir(tmp_path):
+def test_missing_file_names_the_pattern_and_the_data_dir(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=rf"nope/\*\.tsv: no file matches .*data dir {re.escape(str(tmp_path))}"):
         read_source(Source("nope/*.tsv", "sentence", {"s": "label"}), tmp_path)
+    monkeypatch.setenv("MINIMT_DATA", str(tmp_path))  # the default data dir is decided when read, not at import
+    with pytest.raises(FileNotFoundError, match=r"sst2/train.tsv: no file matches .*; fetch it with `make data` or "
+                                                r"`python -m minimt data sst2`"):
+        read_source(Source("sst2/train.tsv", "sentence", {"s": "label"}))
 
 
 def test_bad_source_settings_are_refused():

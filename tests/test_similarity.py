@@ -35,12 +35,16 @@ def test_correlations_by_hand():
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
 
 
-def test_read_sts():
+def test_read_sts(tmp_path, monkeypatch):
     s1, s2, gold = read_sts("test")
     assert len(s1) == len(s2) == len(gold) == 1379
     assert (s1[0], s2[0], gold[0]) == ("A girl is styling her hair.", "A girl is brushing her hair.", 2.5)
-    with pytest.raises(FileNotFoundError, match="set MINIMT_DATA"):
-        read_sts("test", data_dir="/nonexistent")
+    with pytest.raises(FileNotFoundError, match=r"sts-test.csv is missing; fetch it with `make data` or "
+                                                r"`python -m minimt data stsb`"):
+        read_sts("test", data_dir=tmp_path)
+    monkeypatch.setenv("MINIMT_DATA", str(tmp_path / "elsewhere"))  # the default is read when called, not at import
+    with pytest.raises(FileNotFoundError, match="elsewhere/stsb/sts-dev.csv is missing"):
+        read_sts("dev")
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Two more benchmark peers for all-MiniLM-L6-v2, built on inference engines instead of PyTorch eager.
 
-    .venv-dev/bin/python tests/bench/onnx_peers.py      (self-check: agreement with sentence-transformers + timings)
+    .venv-dev/bin/python tests/bench/onnx_peers.py      (self-check: agreement with sentence-transformers + timings;
+                                                         reads stsb/ from data/: `make data` first)
 
 Both run the same ONNX graph, exported once from transformers' BertModel (fp32) to weights/onnx/model.onnx:
   OrtEncoder      - onnxruntime on the graph rewritten by its BERT optimizer (model-opt.onnx), which fuses the
@@ -9,7 +10,6 @@ Both run the same ONNX graph, exported once from transformers' BertModel (fp32) 
 Tokenising, length-sorted batching, mean pooling and L2 normalisation are ours, as in sentence-transformers.
 Reference tools only (.venv-dev): onnxruntime, openvino, torch, transformers, sentence-transformers.
 """
-import os
 import sys
 import time
 from collections import Counter
@@ -123,7 +123,6 @@ class OpenVinoEncoder(_Peer):
 if __name__ == "__main__":
     import torch
     from sentence_transformers import SentenceTransformer
-    os.environ.setdefault("MINIMT_DATA", "/work/shared/data")
     sys.path.insert(0, str(ROOT))
     from minimt.similarity import read_sts
     torch.set_num_threads(2)
