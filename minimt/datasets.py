@@ -78,7 +78,7 @@ DATASETS = {
              "e9488363d211c32ca5e912954f16eb9233cfed1b5b4b0475d0d812d35d7c8ef1", 5994)),
         licence="scores CC BY-SA 4.0; each text source its own (LICENSE.txt)",
         used_by="`python -m minimt sts`, examples/05_study.py, tests/test_similarity.py, tests/test_encoder.py, "
-                "tests/bench/"),
+                "tests/interop.py, tests/bench/"),
     # Blitzer et al. 2007 (books, dvd, electronics, kitchen) + airline reviews; each test-labeled.tsv holds all
     # 2,000 labelled reviews of its domain (the repository's train/dev files are subsets of it)
     "multi_domain_sentiment": Dataset(tuple(

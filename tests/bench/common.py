@@ -4,9 +4,11 @@ import platform
 from datetime import date
 from pathlib import Path
 
+from minimt.download import fetch
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-MINILM = ROOT / "weights" / "all-MiniLM-L6-v2"
+MINILM = fetch("all-MiniLM-L6-v2")  # weights/ or the Hugging Face cache, wherever `make weights` found it
 RESULTS = HERE / "results.json"
 ST = "sentence-transformers encode (batch 32)"
 
