@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from minimt import SentenceEncoder, cos_sim
-from minimt.checkpoint import load_model
 from minimt.data import Source, load_splits
 from minimt.freeze import freeze, unfreeze
 from minimt.similarity import evaluate_sts

@@ -7,9 +7,7 @@ Two engines compute the BERT step, tested equal: "fast" (minimt/fast.py: packed 
 default) and "readable" (minimt/model.py's BertModel.forward on padded (B, T) batches, as in training).
 """
 import sys
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from minimt import download

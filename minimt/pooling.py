@@ -3,7 +3,6 @@
 Reimers & Gurevych 2019, "Sentence-BERT", section 3: mean pooling over the real tokens works best for
 all-MiniLM-L6-v2 and most sentence encoders; CLS and max pooling are the alternatives.
 """
-import torch
 import torch.nn.functional as F
 
 

@@ -129,7 +129,7 @@ def train(cfg: TrainConfig):
     maps = label_maps(splits["train"], tasks)
     for split in ("dev", "test"):
         check_labels(splits[split], maps, split)
-    log(f"data: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + " | tasks: "
+    log("data: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + " | tasks: "
           + "; ".join(f"{t} ({len(labels)}: {', '.join(labels)})" for t, labels in maps.items()))
 
     encoder = SentenceEncoder.from_pretrained(cfg.model)

@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from helpers import assert_close
 from minimt.corpus import read_chunks
