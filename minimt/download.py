@@ -19,6 +19,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from minimt.config import transformer_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -79,8 +81,7 @@ def local_dir(name):
 
 
 def is_complete(path):
-    from minimt.config import transformer_dir  # modules.json may put the transformer in a subfolder
-    path = Path(path)
+    path = Path(path)  # modules.json may put the transformer in a subfolder
     return path.is_dir() and all((transformer_dir(path) / f).exists() for f in NEEDED)
 
 
