@@ -30,10 +30,11 @@ print(f"attention_mask   {tuple(batch['attention_mask'].shape)}   1 = real token
 
 with torch.no_grad():
     # 2) the shared encoder: one vector per token, each layer keeps the shape
-    x = model.encoder.embeddings(batch["input_ids"], batch["token_type_ids"])
+    positions = torch.arange(batch["input_ids"].shape[1])                  # (T,) the same for every text
+    x = model.bert.embeddings(batch["input_ids"], positions, batch["token_type_ids"])
     print(f"embeddings       {tuple(x.shape)}  word + position + segment, LayerNorm")
     mask = (1.0 - batch["attention_mask"][:, None, None, :].float()) * torch.finfo(torch.float32).min
-    for i, layer in enumerate(model.encoder.layers):
+    for i, layer in enumerate(model.bert.layers):
         x = layer(x, mask)
         print(f"layer {i}          {tuple(x.shape)}  self-attention (12 heads x 32) + feed-forward (1536)")
 
@@ -46,8 +47,10 @@ with torch.no_grad():
     for t, lg in logits.items():
         print(f"logits[{t!r}]{' ' * (11 - len(t))}{tuple(lg.shape)}        Dropout -> Linear(384, {lg.shape[1]})")
 
-    # the model's forward does steps 1-4 in one call
-    pooled, same = model(**batch)
+    # the model's forward does steps 1-3 in one call, on the texts' real tokens packed without padding
+    # (model.Packed): the same numbers, without the padding's work
+    pooled = model(model.tokenizer.encode(texts))
+    same = model.classify(pooled)
     assert torch.allclose(pooled, emb, atol=1e-6) and all(torch.allclose(same[t], logits[t], atol=1e-6) for t in tasks)
 
 print("\nprobabilities from the untrained heads (near uniform: nothing learned yet)")
@@ -58,6 +61,6 @@ for i, text in enumerate(texts):
         print(f"    {t:<10} " + "  ".join(f"{name} {q:.2f}" for name, q in zip(tasks[t], probs.tolist())))
 print(f"model.predict(texts[:1]) -> {model.predict(texts[:1])}")
 
-n_enc = sum(p.numel() for p in model.encoder.parameters())
+n_enc = sum(p.numel() for p in model.bert.parameters())
 n_heads = {t: sum(p.numel() for p in h.parameters()) for t, h in model.heads.items()}
 print(f"\nparameters: shared encoder {n_enc:,}; heads " + ", ".join(f"{t} {n:,}" for t, n in n_heads.items()))

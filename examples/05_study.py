@@ -87,7 +87,7 @@ def trainable_counts(model, cfg):
 
 
 def sts_after(model):
-    return evaluate_sts(SentenceEncoder(model.encoder, model.tokenizer))["spearman"]
+    return evaluate_sts(SentenceEncoder(model.bert, model.tokenizer))["spearman"]
 
 
 def test_metrics(run_dir):

@@ -1,6 +1,6 @@
 """Checkpoints of a MultiTaskModel: a directory anyone can read without minimt's training code.
 
-    <dir>/model.safetensors   every tensor, minimt names (encoder.layers.0.attn.query.weight, heads.topic.out.bias)
+    <dir>/model.safetensors   every tensor, minimt names (bert.layers.0.attn.query.weight, heads.topic.out.bias)
     <dir>/checkpoint.json     model config, tasks and their label lists, head kind, training config, step, metrics, versions
     <dir>/tokenizer.json      the tokenizer, so the directory is self-contained
     <dir>/train_state.pt      (the "last" checkpoint only) optimizer state and RNG, for --resume
@@ -93,8 +93,8 @@ def load_encoder(path):
     path = find(path)
     cfg = BertConfig(**read_meta(path)["model"])
     model = BertModel(cfg)
-    state = {k[len("encoder."):]: v for k, v in load_file(path / "model.safetensors").items()
-             if k.startswith("encoder.")}
+    state = {k[len("bert."):]: v for k, v in load_file(path / "model.safetensors").items()
+             if k.startswith("bert.")}
     model.load_state_dict(state, strict=True)
     return model, Tokenizer(path / "tokenizer.json", cfg.max_seq_length, cfg.do_lower_case)
 
@@ -124,7 +124,7 @@ def init_from(model, path):
     src = load_model(path)
     same = [t for t in model.tasks if src.tasks.get(t) == model.tasks[t]]
     state = {k: v for k, v in src.state_dict().items()
-             if k.startswith("encoder.") or k.split(".")[1] in same}
+             if k.startswith("bert.") or k.split(".")[1] in same}
     missing, _ = model.load_state_dict(state, strict=False)
     assert all(k.startswith("heads.") for k in missing), missing
     return f"initialised from {path}: encoder and heads {same or 'none'}"

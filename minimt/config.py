@@ -16,6 +16,8 @@ import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from minimt.pooling import POOLERS
+
 
 @dataclass
 class BertConfig:
@@ -41,8 +43,8 @@ class BertConfig:
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
                              f"{self.num_attention_heads}; each head needs an equal slice")
-        if self.pooling not in ("mean", "cls", "max"):
-            raise ValueError(f"pooling {self.pooling!r} is not supported; use 'mean', 'cls' or 'max'")
+        if self.pooling not in POOLERS:
+            raise ValueError(f"pooling {self.pooling!r} is not supported; use one of {', '.join(POOLERS)}")
         if self.max_seq_length > self.max_position_embeddings:
             raise ValueError(f"max_seq_length {self.max_seq_length} exceeds max_position_embeddings "
                              f"{self.max_position_embeddings}: there is no position vector past that")
@@ -166,7 +168,7 @@ def _read_pooling(p):
     else:
         chosen = [name for flag, name in POOLING_FLAGS.items() if cfg.get(flag)]
         chosen += [k for k, v in cfg.items() if k.startswith("pooling_mode_") and k not in POOLING_FLAGS and v]
-    if len(chosen) != 1 or chosen[0] not in ("mean", "cls", "max"):
-        raise ValueError(f"{p}: pooling {chosen} is not supported; minimt implements exactly one of mean, cls or "
-                         f"max (not weightedmean, lasttoken, mean_sqrt_len_tokens or a concatenation)")
+    if len(chosen) != 1 or chosen[0] not in POOLERS:
+        raise ValueError(f"{p}: pooling {chosen} is not supported; minimt implements exactly one of "
+                         f"{', '.join(POOLERS)} (not weightedmean, lasttoken, mean_sqrt_len_tokens or a concatenation)")
     return chosen[0]

@@ -4,11 +4,11 @@
     load_splits         {"train", "dev", "test"}: seeded, stratified by labels, duplicate texts never split apart
     label_maps          {"topic": ["airline", "books", ...], ...} from train only; check_labels guards dev and test
     plan_epoch          [(task, [indices]), ...]: joint | round_robin | proportional task mixing
-    collate             tokenizer output + {"labels": {task: (B,) LongTensor, -100 where a row has no label}}
+    collate             {"ids": token-id lists, "labels": {task: (B,) LongTensor, IGNORE where a row has no label}}
     encode_labels       the labels alone, for heads trained on cached embeddings
 
 A text may carry labels for several tasks (a multi-domain review has a domain and a sentiment) or for only some
-(a sentiment-only file mixed with a topic-only one). A missing label is None here and -100 in a batch, the
+(a sentiment-only file mixed with a topic-only one). A missing label is None here and IGNORE (-100) in a batch, the
 ignore_index of F.cross_entropy, so a head learns only from rows that have its label. The mixing modes follow
 MT-DNN (Liu et al. 2019: one task per batch) and the temperature sampling of multilingual BERT and T5, where a
 task is drawn with probability proportional to n_t ** (1/T).
@@ -224,7 +224,7 @@ def check_labels(examples, maps, split):
 
 
 def encode_labels(examples, maps):
-    """{task: (B,) LongTensor of label indices, -100 where a row has no label for the task}."""
+    """{task: (B,) LongTensor of label indices, IGNORE where a row has no label for the task}."""
     check_labels(examples, maps, "batch")
     labels = {}
     for task, names in maps.items():
@@ -235,12 +235,11 @@ def encode_labels(examples, maps):
 
 
 def collate(examples, tokenizer, maps):
-    """A batch: the tokenizer's tensors (B, T) and {"labels": {task: (B,) label index, -100 for no label}}."""
+    """A batch: {"ids": one token-id list per text (unpadded: MultiTaskModel packs them),
+    "labels": {task: (B,) label index, IGNORE for no label}}."""
     if not examples:
         raise ValueError("collate needs at least one example")
-    batch = tokenizer([ex.text for ex in examples])
-    batch["labels"] = encode_labels(examples, maps)
-    return batch
+    return {"ids": tokenizer.encode([ex.text for ex in examples]), "labels": encode_labels(examples, maps)}
 
 
 class _Pool:

@@ -1,10 +1,11 @@
 """SentenceEncoder: sentences in, fixed-length embeddings out (what sentence-transformers' encode does).
 
     texts ─► tokenize (cut at max_seq_length) ─► sort by length ─► batches by token budget
-          ─► BERT ─► pool over real tokens (B, H) ─► L2-normalise ─► back in input order
+          ─► Packed (real tokens only) ─► BERT (model.py) ─► pool per text (B, H) ─► L2-normalise
+          ─► back in input order
 
-Two engines compute the BERT step, tested equal: "fast" (minimt/fast.py: packed real tokens, no padding; the
-default) and "readable" (minimt/model.py's BertModel.forward on padded (B, T) batches, as in training).
+Sorting is what makes packing pay: texts of similar length share a batch, so a batch holds a few runs of
+equal-length texts and no padding at all (model.Packed). The same function trains (multitask.py).
 """
 import sys
 
@@ -12,10 +13,9 @@ import torch
 
 from minimt import download
 from minimt.config import BertConfig, transformer_dir
-from minimt.fast import ENGINES, FastBert
-from minimt.model import BertModel
+from minimt.model import BertModel, Packed
 from minimt.pooling import normalize as l2_normalize
-from minimt.pooling import pool
+from minimt.pooling import pool_packed
 from minimt.tokenizer import MAX_TOKENS, Tokenizer
 from minimt.weights import load_weights
 
@@ -24,19 +24,13 @@ CHUNK = 4096  # texts sorted together; larger pads a little less, smaller holds 
 
 
 class SentenceEncoder:
-    def __init__(self, model: BertModel, tokenizer: Tokenizer, engine="fast"):
-        if engine not in ENGINES:
-            raise ValueError(f"engine {engine!r} is not known; use one of {ENGINES}")
-        if engine == "fast" and not all(layer.attn.use_sdpa for layer in model.layers):
-            raise ValueError("the fast engine always uses SDPA; for manual attention pass engine='readable'")
-        self.model = model.eval()  # inference: no dropout
+    def __init__(self, model: BertModel, tokenizer: Tokenizer):
+        self.model = model
         self.tokenizer = tokenizer
         self.config = model.config
-        self.engine = engine
-        self.fast = FastBert(model) if engine == "fast" else None
 
     @classmethod
-    def from_pretrained(cls, name_or_path="all-MiniLM-L6-v2", dtype="float32", attention="sdpa", engine="fast"):
+    def from_pretrained(cls, name_or_path="all-MiniLM-L6-v2", dtype="float32", attention="sdpa"):
         """A directory (a sentence-transformers or Hugging Face checkpoint, a minimt export, or a training
         checkpoint such as runs/train/best), or a Hub id / name, found or fetched by download.locate."""
         if dtype not in DTYPES:
@@ -53,7 +47,7 @@ class SentenceEncoder:
             tokenizer = Tokenizer(model_dir / "tokenizer.json", cfg.max_seq_length, cfg.do_lower_case)
         model.set_attention(attention)
         model.to(DTYPES[dtype])
-        return cls(model, tokenizer, engine)
+        return cls(model.eval(), tokenizer)  # a model of its own: inference, no dropout
 
     def save(self, path):
         """Write a standard sentence-transformers directory (minimt/export.py) that sentence-transformers,
@@ -94,16 +88,22 @@ class SentenceEncoder:
         normalize = self.config.normalize if normalize is None else normalize
 
         out = torch.empty(len(texts), self.dim, dtype=torch.float32)
-        # texts are tokenized and sorted a chunk at a time, so memory beyond `out` stays flat for any corpus size
-        for c0 in range(0, len(texts), CHUNK):
-            ids = self.tokenizer.encode(texts[c0:c0 + CHUNK])
-            for idx, batch in self.tokenizer.token_batches(ids, max_tokens, batch_size):
-                emb = self.embed_batch(batch).float()                             # (b, H); bf16 -> fp32 first
-                if normalize:
-                    emb = l2_normalize(emb)
-                out[[c0 + i for i in idx]] = emb                                  # scatter back to input order
-            if show_progress_bar:
-                print(f"\rencoded {min(c0 + CHUNK, len(texts))}/{len(texts)}", end="", file=sys.stderr, flush=True)
+        was_training = self.model.training  # a model shared with training is put back as it was
+        self.model.eval()
+        try:
+            # texts are tokenized and sorted a chunk at a time: memory beyond `out` stays flat for any corpus size
+            for c0 in range(0, len(texts), CHUNK):
+                ids = self.tokenizer.encode(texts[c0:c0 + CHUNK])
+                for idx, batch in self.tokenizer.token_batches(ids, max_tokens, batch_size):
+                    emb = self.embed_batch(batch).float()                         # (b, H); bf16 -> fp32 first
+                    if normalize:
+                        emb = l2_normalize(emb)
+                    out[[c0 + i for i in idx]] = emb.cpu()                        # scatter back to input order
+                if show_progress_bar:
+                    print(f"\rencoded {min(c0 + CHUNK, len(texts))}/{len(texts)}", end="", file=sys.stderr,
+                          flush=True)
+        finally:
+            self.model.train(was_training)
         if show_progress_bar:
             print(file=sys.stderr)
 
@@ -112,12 +112,16 @@ class SentenceEncoder:
         return out if convert_to == "torch" else out.numpy()
 
     def embed_batch(self, ids):
-        """Token-id lists sorted longest first -> pooled (b, H) vectors, by the chosen engine."""
-        if self.fast is not None:
-            return self.fast(ids, self.config.pooling)                        # packed, no padding
-        batch = self.tokenizer.pad(ids)
-        hidden = self.model(**batch)                                          # (b, T, H)
-        return pool(hidden, batch["attention_mask"], self.config.pooling)     # (b, H)
+        """Token-id lists sorted longest first -> pooled (b, H) vectors."""
+        return embed_sorted(self.model, ids)
+
+
+def embed_sorted(bert, ids):
+    """Token-id lists sorted longest first -> one pooled vector per text, (b, H): a Packed forward through
+    model.py, then the checkpoint's pooling over each text's real tokens. Gradients flow if autograd is on."""
+    packed = Packed.from_ids(ids, bert.embeddings.word.weight.device)
+    hidden = bert(packed)                                                 # (N, H), N = real tokens in the batch
+    return pool_packed(hidden, packed, bert.config.pooling)               # (b, H)
 
 
 def _check_texts(sentences):

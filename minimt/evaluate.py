@@ -3,7 +3,7 @@ record per example and task (the lines of predictions.jsonl)."""
 import torch
 import torch.nn.functional as F
 
-from minimt.data import collate
+from minimt.data import IGNORE, collate
 from minimt.metrics import accuracy, confusion, macro_f1
 
 
@@ -17,12 +17,10 @@ def evaluate(model, examples, maps, split, batch_size=64, cache=None, records=Tr
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
         batch = collate(chunk, model.tokenizer, maps)
-        pooled = cache(chunk) if cache is not None else model.embed(
-            batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        logits = model.classify(pooled)
+        logits = model.classify(cache(chunk) if cache is not None else model(batch["ids"]))
         for t in maps:
             y, lg = batch["labels"][t], logits[t].float()
-            keep = y != -100
+            keep = y != IGNORE
             if keep.any():
                 loss_sum[t] += F.cross_entropy(lg[keep], y[keep], reduction="sum").item()
                 y_all[t] += y[keep].tolist()

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 
 def _n_layers(model):
-    return len(model.encoder.layers)
+    return len(model.bert.layers)
 
 
 def _forms(model):

@@ -4,22 +4,57 @@ References: Devlin et al. 2018, "BERT: Pre-training of Deep Bidirectional Transf
 Vaswani et al. 2017, "Attention Is All You Need" (section 3.2); the numbers it must reproduce are those of
 Hugging Face transformers' BertModel, checked by tests/test_golden.py.
 
-    input_ids (B, T) ──► Embeddings ──► Layer × L ──► last_hidden_state (B, T, H)
+    token ids ──► Embeddings ──► Layer × L ──► one vector per token (last_hidden_state)
 
     Layer (post-LayerNorm, as in the original BERT):
         x = LayerNorm(x + Dropout(SelfAttention(x)))
         x = LayerNorm(x + Dropout(FeedForward(x)))
 
-B = batch, T = tokens (padded to the longest text in the batch), H = hidden_size, nh = heads, hd = H / nh.
+This one forward pass serves encoding and training alike, on a batch in either of two layouts:
+  padded  input_ids (B, T) + attention_mask: every text padded to the longest; attention masks the padding out.
+          The form every BERT tutorial uses, and what transformers' BertModel takes.
+  Packed  the texts' real tokens one after another, (N,) with N = the sum of their lengths: no padding at all.
+          Everything but attention works on single tokens (embeddings, Linear, LayerNorm, GELU), so it runs on
+          the (N, H) rows as they are; attention runs once per run of equal-length texts, a (b, T, H) view that
+          needs no mask. Sorted by length (Tokenizer.token_batches), a batch has only a few such runs.
+The two give the same numbers within float rounding (~1e-7; tests/test_packed.py); Packed skips the padding's work.
+
+B = batch, T = tokens per text, N = tokens in a packed batch, H = hidden_size, nh = heads, hd = H / nh.
 Parameter names here are our own; minimt/weights.py maps the checkpoint's names onto them.
 """
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from minimt.config import BertConfig
+
+
+@dataclass
+class Packed:
+    """A batch of texts without padding. Texts come longest first, so texts of one length are neighbours."""
+    input_ids: torch.Tensor  # (N,) every text's token ids, one text after another
+    positions: torch.Tensor  # (N,) each token's position in its own text: 0..T-1, 0..T'-1, ...
+    runs: list               # [(first_row, n_texts, T)]: each run of n_texts texts of T tokens
+
+    @classmethod
+    def from_ids(cls, ids, device=None):
+        """Token-id lists, sorted longest first -> Packed."""
+        lengths = [len(x) for x in ids]
+        if any(a < b for a, b in zip(lengths, lengths[1:])):
+            raise ValueError("Packed needs its texts sorted longest first (Tokenizer.token_batches sorts them)")
+        runs, row, i = [], 0, 0
+        while i < len(lengths):
+            j = i
+            while j < len(lengths) and lengths[j] == lengths[i]:
+                j += 1
+            runs.append((row, j - i, lengths[i]))
+            row, i = row + (j - i) * lengths[i], j
+        input_ids = torch.tensor([t for x in ids for t in x], dtype=torch.long, device=device)    # (N,)
+        positions = torch.cat([torch.arange(T, device=device).repeat(b) for _, b, T in runs])   # (N,)
+        return cls(input_ids, positions, runs)
 
 
 class Embeddings(nn.Module):
@@ -34,15 +69,14 @@ class Embeddings(nn.Module):
         self.ln = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.drop = nn.Dropout(cfg.hidden_dropout_prob)
 
-    def forward(self, input_ids, token_type_ids):
-        T = input_ids.shape[1]
-        if T > self.position.num_embeddings:
-            raise ValueError(f"sequence of {T} tokens is longer than max_position_embeddings "
+    def forward(self, input_ids, positions, token_type_ids=None):
+        # input_ids, positions, token_type_ids: (B, T) or (N,) -> (B, T, H) or (N, H)
+        if int(positions.max()) >= self.position.num_embeddings:
+            raise ValueError(f"a text of {int(positions.max()) + 1} tokens is longer than max_position_embeddings "
                              f"{self.position.num_embeddings}; truncate the input")
-        pos = torch.arange(T, device=input_ids.device)                  # (T,) same positions for every row
-        x = self.word(input_ids) + self.position(pos)                   # (B, T, H)
+        x = self.word(input_ids) + self.position(positions)
         if self.token_type is not None:
-            x = x + self.token_type(token_type_ids)
+            x = x + (self.token_type(token_type_ids) if token_type_ids is not None else self.token_type.weight[0])
         return self.drop(self.ln(x))
 
 
@@ -56,29 +90,41 @@ class SelfAttention(nn.Module):
         self.query, self.key, self.value = nn.Linear(H, H), nn.Linear(H, H), nn.Linear(H, H)
         self.out = nn.Linear(H, H)
         self.p_drop = cfg.attention_probs_dropout_prob
-        self.use_sdpa = True  # fused kernel; set False for the manual path below (tests prove both equal)
+        self.use_sdpa = True  # fused kernel; set False for the manual path in attend (tests prove both equal)
 
-    def forward(self, x, mask):
-        # x: (B, T, H); mask: (B, 1, 1, T) additive, 0 for real tokens and a large negative for padding
-        B, T, H = x.shape
-        # 1) project, then split H into nh heads of hd each
-        q = self.query(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
-        k = self.key(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)    # (B, nh, T, hd)
-        v = self.value(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+    def forward(self, x, layout):
+        # 1) project every token (shape-agnostic: (B, T, H) or (N, H))
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        if isinstance(layout, torch.Tensor):  # padded: x (B, T, H), layout the (B, 1, 1, T) additive mask
+            B, T, H = x.shape
+            y = self.attend(*(self.heads(t, B, T) for t in (q, k, v)), layout)   # (B, nh, T, hd)
+            y = y.transpose(1, 2).reshape(B, T, H)                              # (B, T, H)
+        else:  # packed: x (N, H), layout the runs; a run's texts all have T tokens, so nothing needs masking
+            parts = []
+            for r0, b, T in layout:
+                rows = slice(r0, r0 + b * T)
+                o = self.attend(*(self.heads(t[rows], b, T) for t in (q, k, v)), None)  # (b, nh, T, hd)
+                parts.append(o.transpose(1, 2).reshape(b * T, -1))                    # (b*T, H)
+            y = torch.cat(parts)                                                      # (N, H)
+        # 5) the heads, side by side again, mixed by one projection
+        return self.out(y)
+
+    def heads(self, t, B, T):
+        # 2) split H into nh heads of hd each: (B, T, H) or (B*T, H) -> (B, nh, T, hd)
+        return t.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+
+    def attend(self, q, k, v, mask):
+        """q, k, v: (B, nh, T, hd); mask: (B, 1, 1, T) additive, or None when every token is real."""
         p = self.p_drop if self.training else 0.0
         if self.use_sdpa:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hd)
-        else:
-            # 2) scores: how much each query token attends to each key token, scaled so softmax stays soft
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, nh, T, T)
-            # 3) padding keys get -inf-like scores, so softmax gives them weight 0
-            att = att + mask                                            # (B, nh, T, T)
-            att = F.dropout(att.softmax(dim=-1), p=p, training=self.training)
-            # 4) each token's output is the attention-weighted average of the value vectors
-            y = att @ v                                                 # (B, nh, T, hd)
-        # 5) put the heads side by side again and mix them
-        y = y.transpose(1, 2).reshape(B, T, H)                          # (B, T, H)
-        return self.out(y)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hd)
+        # 3) scores: how much each query token attends to each key token, scaled so softmax stays soft
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, nh, T, T)
+        if mask is not None:
+            att = att + mask  # padding keys get -inf-like scores, so softmax gives them weight 0
+        att = F.dropout(att.softmax(dim=-1), p=p, training=self.training)
+        # 4) each token's output is the attention-weighted average of the value vectors
+        return att @ v                                              # (B, nh, T, hd)
 
 
 class FeedForward(nn.Module):
@@ -90,7 +136,7 @@ class FeedForward(nn.Module):
         self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
 
     def forward(self, x):
-        return self.down(F.gelu(self.up(x)))  # (B, T, 4H) in between; gelu's default is the erf form
+        return self.down(F.gelu(self.up(x)))  # 4H wide in between; gelu's default is the erf form
 
 
 class Layer(nn.Module):
@@ -104,9 +150,9 @@ class Layer(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.drop = nn.Dropout(cfg.hidden_dropout_prob)
 
-    def forward(self, x, mask):
-        x = self.ln1(x + self.drop(self.attn(x, mask)))  # (B, T, H)
-        x = self.ln2(x + self.drop(self.ffn(x)))         # (B, T, H)
+    def forward(self, x, layout):
+        x = self.ln1(x + self.drop(self.attn(x, layout)))  # (B, T, H) or (N, H)
+        x = self.ln2(x + self.drop(self.ffn(x)))           # same shape
         return x
 
 
@@ -135,15 +181,20 @@ class BertModel(nn.Module):
         for layer in self.layers:
             layer.attn.use_sdpa = impl == "sdpa"
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        # input_ids, attention_mask, token_type_ids: (B, T) integers; attention_mask is 1 for real tokens
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
-        # additive mask, broadcast over heads and query positions: 0 keeps a key, dtype-min removes it
-        # (min rather than -inf, so a row with no real token yields a uniform softmax instead of NaN)
-        dtype = x.dtype
-        mask = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min  # (B, 1, 1, T)
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        """A Packed batch -> (N, H) token vectors; or padded (B, T) input_ids with attention_mask (1 for real tokens)
+        and optional token_type_ids -> (B, T, H), whose padding positions hold values callers must mask out."""
+        if isinstance(input_ids, Packed):
+            batch = input_ids
+            x = self.embeddings(batch.input_ids, batch.positions)            # (N, H), segment 0 throughout
+            layout = batch.runs
+        else:
+            T = input_ids.shape[1]
+            x = self.embeddings(input_ids, torch.arange(T, device=input_ids.device), token_type_ids)  # (B, T, H)
+            # additive mask, broadcast over heads and query positions: 0 keeps a key, dtype-min removes it
+            # (min rather than -inf, so a row with no real token yields a uniform softmax instead of NaN)
+            mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min  # (B, 1, 1, T)
+            layout = mask
         for layer in self.layers:
-            x = layer(x, mask)
-        return x  # last_hidden_state (B, T, H); padding positions hold values that callers must mask out
+            x = layer(x, layout)
+        return x

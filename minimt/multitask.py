@@ -1,7 +1,7 @@
-"""MultiTaskModel: one shared BERT encoder, one small classification head per task (Task 2).
+"""MultiTaskModel: one shared BERT encoder, one small classification head per task.
 
-    texts ─► tokenizer ─► BertModel (B, T, H) ─► pooling (B, H) ─┬─► heads["topic"]     (B, C_topic)
-                          (shared by every task)                 └─► heads["sentiment"] (B, C_sentiment)
+    token ids ─► Packed ─► BertModel (N, H) ─► pooling (B, H) ─┬─► heads["topic"]     (B, C_topic)
+                           (shared by every task)               └─► heads["sentiment"] (B, C_sentiment)
 
 The pooled vector is the sentence embedding SentenceEncoder.encode returns (mean pooling, L2-normalised for
 all-MiniLM-L6-v2), so a head sees exactly the embedding a user would compute. Each task's loss trains its own
@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minimt.fast import ENGINES, FastBert
-from minimt.pooling import normalize, pool
+from minimt.encoder import embed_sorted
+from minimt.pooling import normalize
 from minimt.tokenizer import MAX_TOKENS
 
 
@@ -34,15 +34,10 @@ class Head(nn.Module):
 
 
 class MultiTaskModel(nn.Module):
-    def __init__(self, encoder, tasks, head="linear", dropout=0.1, engine="fast"):
+    def __init__(self, encoder, tasks, head="linear", dropout=0.1):
         """encoder: a SentenceEncoder (its BertModel and tokenizer are shared, not copied);
-        tasks: {"topic": ["books", "dvd", ...], "sentiment": ["negative", "positive"]}, any number of tasks;
-        engine: "fast" runs the encoder on packed real tokens (minimt/fast.py), "readable" on padded batches
-        (minimt/model.py); the same function, tested equal, the fast one skips the padding."""
+        tasks: {"topic": ["books", "dvd", ...], "sentiment": ["negative", "positive"]}, any number of tasks."""
         super().__init__()
-        if engine not in ENGINES:
-            raise ValueError(f"engine {engine!r} is not known; use one of {ENGINES}")
-        self.engine = engine
         if not isinstance(tasks, dict) or not tasks:
             raise ValueError("tasks must be a non-empty dict {task name: [label, ...]}")
         for name, labels in tasks.items():
@@ -50,26 +45,26 @@ class MultiTaskModel(nn.Module):
                 raise ValueError(f"task name {name!r} must be a Python identifier (letters, digits, _)")
             if len(labels) < 2 or len(set(labels)) != len(labels):
                 raise ValueError(f"task {name!r} needs at least 2 distinct labels, got {list(labels)}")
-        self.encoder = encoder.model
+        self.bert = encoder.model      # the BertModel (model.py); a SentenceEncoder wraps the same one for encode()
         self.tokenizer = encoder.tokenizer
         self.config = encoder.config
         self.tasks = {name: [str(x) for x in labels] for name, labels in tasks.items()}
         self.head_kind, self.dropout = head, dropout
         self.heads = nn.ModuleDict({name: Head(self.config.hidden_size, len(labels), head, dropout)
                                     for name, labels in self.tasks.items()})
-        self.fast = FastBert(self.encoder)  # inference on unpadded batches (predict, the embedding cache)
 
     def units(self):
         """The blocks that freeze and unfreeze as a whole: embeddings, each layer, each head."""
-        return ([("embeddings", self.encoder.embeddings)]
-                + [(f"layer.{i}", layer) for i, layer in enumerate(self.encoder.layers)]
+        return ([("embeddings", self.bert.embeddings)]
+                + [(f"layer.{i}", layer) for i, layer in enumerate(self.bert.layers)]
                 + [(f"head.{name}", h) for name, h in self.heads.items()])
 
     def backbone_frozen(self):
-        return not any(p.requires_grad for p in self.encoder.parameters())
+        return not any(p.requires_grad for p in self.bert.parameters())
 
     def train(self, mode=True):
-        # a frozen block runs in eval mode: its dropout would only add noise to features it cannot adapt to
+        # freeze.py's contract: a frozen block runs in eval mode, its dropout would only add noise to features it
+        # cannot adapt to. model.train() is called after every evaluation, so this is where that is kept.
         super().train(mode)
         if mode:
             for _, unit in self.units():
@@ -77,43 +72,21 @@ class MultiTaskModel(nn.Module):
                     unit.eval()
         return self
 
-    def embed(self, input_ids, attention_mask, token_type_ids=None):
-        """The sentence embedding (B, H), with gradients unless the whole backbone is frozen."""
-        if self.backbone_frozen():
-            # nothing below the heads learns: skip autograd's bookkeeping entirely
-            with torch.inference_mode():
-                pooled = self._pool(input_ids, attention_mask, token_type_ids)
-            return pooled.clone()  # an ordinary tensor again, so the heads may save it for backward
-        return self._pool(input_ids, attention_mask, token_type_ids)
-
-    def _pool(self, input_ids, attention_mask, token_type_ids):
-        if self.engine == "readable":
-            hidden = self.encoder(input_ids, attention_mask, token_type_ids)  # (B, T, H)
-            pooled = pool(hidden, attention_mask, self.config.pooling)        # (B, H)
+    def forward(self, ids):
+        """Token-id lists (any order) -> their sentence embeddings (B, H), in the same order: what
+        SentenceEncoder.encode returns, with gradients as any forward (none under no_grad)."""
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # Packed wants the longest first
+        if self.backbone_frozen() and torch.is_grad_enabled():
+            with torch.no_grad():  # nothing below the heads learns: skip autograd's bookkeeping for the encoder
+                pooled = embed_sorted(self.bert, [ids[i] for i in order])
         else:
-            if token_type_ids is not None and bool(token_type_ids.any()):
-                raise ValueError("the fast engine encodes one segment (token type 0); use engine='readable'")
-            # unpad: each row's real tokens (a prefix: collate pads on the right), longest first for FastBert
-            lengths = attention_mask.sum(1).tolist()
-            order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-            ids = [input_ids[i, :lengths[i]].tolist() for i in order]
-            pooled = self.fast.forward(ids, self.config.pooling)             # (B, H) in `order`
-            pooled = pooled[torch.argsort(torch.tensor(order))]              # (B, H) in batch order
+            pooled = embed_sorted(self.bert, [ids[i] for i in order])     # (B, H) in `order`
+        pooled = pooled[torch.argsort(torch.tensor(order, device=pooled.device))]  # (B, H) in the caller's order
         return normalize(pooled) if self.config.normalize else pooled
 
-    def sentence_vectors(self, ids):
-        """Inference only: token-id lists sorted longest first -> (b, H) embeddings by the fast engine, equal to
-        embed()'s in eval mode within float rounding."""
-        pooled = self.fast(ids, self.config.pooling)                      # (b, H)
-        return normalize(pooled) if self.config.normalize else pooled
-
-    def classify(self, pooled):
-        """Heads only: (B, H) -> {task: (B, C_task) logits}. The embedding cache trains through this."""
-        return {name: head(pooled) for name, head in self.heads.items()}
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        pooled = self.embed(input_ids, attention_mask, token_type_ids)
-        return pooled, self.classify(pooled)
+    def classify(self, vectors):
+        """The heads: (B, H) sentence embeddings -> {task: (B, C_task) logits}."""
+        return {name: head(vectors) for name, head in self.heads.items()}
 
     @torch.no_grad()
     def predict(self, texts, batch_size=None, max_tokens=MAX_TOKENS):
@@ -125,7 +98,7 @@ class MultiTaskModel(nn.Module):
         ids = self.tokenizer.encode(list(texts))
         out = [None] * len(ids)
         for idx, batch in self.tokenizer.token_batches(ids, max_tokens, batch_size):
-            logits = self.classify(self.sentence_vectors(batch))
+            logits = self.classify(self(batch))
             probs = {t: lg.float().softmax(-1) for t, lg in logits.items()}           # (b, C_t) each
             for row, i in enumerate(idx):
                 out[i] = {t: (self.tasks[t][int(p[row].argmax())], float(p[row].max())) for t, p in probs.items()}
@@ -135,7 +108,7 @@ class MultiTaskModel(nn.Module):
     def save(self, path):
         """A sentence-transformers directory of the encoder, with the heads beside it (minimt/export.py)."""
         from minimt.export import save_sentence_transformer
-        return save_sentence_transformer(self.encoder, self.tokenizer, path, multitask=self)
+        return save_sentence_transformer(self.bert, self.tokenizer, path, multitask=self)
 
     @classmethod
     def from_checkpoint(cls, path):
@@ -162,7 +135,7 @@ class EmbeddingCache:
         was_training = model.training
         model.eval()
         for idx, batch in model.tokenizer.token_batches(model.tokenizer.encode(texts), max_tokens):
-            self.vectors[idx] = model.sentence_vectors(batch).float()
+            self.vectors[idx] = model(batch).float()
         model.train(was_training)
 
     def __call__(self, examples):

@@ -2,13 +2,17 @@
 
 Reimers & Gurevych 2019, "Sentence-BERT", section 3: mean pooling over the real tokens works best for
 all-MiniLM-L6-v2 and most sentence encoders; CLS and max pooling are the alternatives.
+Each pooler takes hidden (B, T, H) and attention_mask (B, T), 1 for real tokens; None when every token is real,
+as in each run of a Packed batch (pool_packed).
 """
+import torch
 import torch.nn.functional as F
 
 
 def mean_pool(hidden, attention_mask):
-    # hidden: (B, T, H); attention_mask: (B, T), 1 for real tokens; padding must not enter the average
-    m = attention_mask.unsqueeze(-1).to(hidden.dtype)   # (B, T, 1)
+    if attention_mask is None:
+        return hidden.mean(dim=1)                       # (B, H)
+    m = attention_mask.unsqueeze(-1).to(hidden.dtype)   # (B, T, 1); padding must not enter the average
     summed = (hidden * m).sum(dim=1)                    # (B, H)
     count = m.sum(dim=1).clamp(min=1e-9)                # (B, 1); clamp guards an all-padding row
     return summed / count                               # (B, H)
@@ -19,17 +23,27 @@ def cls_pool(hidden, attention_mask):
 
 
 def max_pool(hidden, attention_mask):
-    m = attention_mask.unsqueeze(-1).bool()             # (B, T, 1)
-    return hidden.masked_fill(~m, -1e9).amax(dim=1)     # (B, H); padding can never be the max
+    if attention_mask is not None:
+        m = attention_mask.unsqueeze(-1).bool()         # (B, T, 1)
+        hidden = hidden.masked_fill(~m, -1e9)           # padding can never be the max
+    return hidden.amax(dim=1)                           # (B, H)
 
 
 POOLERS = {"mean": mean_pool, "cls": cls_pool, "max": max_pool}
 
 
 def pool(hidden, attention_mask, mode="mean"):
+    """Padded: hidden (B, T, H), attention_mask (B, T) -> (B, H)."""
     if mode not in POOLERS:
         raise ValueError(f"pooling {mode!r} is not known; use one of {sorted(POOLERS)}")
     return POOLERS[mode](hidden, attention_mask)
+
+
+def pool_packed(hidden, packed, mode="mean"):
+    """Packed: hidden (N, H) -> (B, H), one row per text in the batch's order; a run's (b, T, H) view has no
+    padding, so no mask."""
+    return torch.cat([pool(hidden[r0:r0 + b * T].view(b, T, -1), None, mode)   # (b, H) per run
+                      for r0, b, T in packed.runs])
 
 
 def normalize(x):

@@ -18,10 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from minimt import checkpoint, distributed
-from minimt.data import Source, check_labels, encode_labels, label_maps, load_splits, plan_epoch
+from minimt.data import IGNORE, Source, check_labels, encode_labels, label_maps, load_splits, plan_epoch
 from minimt.encoder import SentenceEncoder
 from minimt.evaluate import evaluate
-from minimt.fast import ENGINES
 from minimt.freeze import freeze, open_units, param_groups, trainable_table, unfreeze_schedule
 from minimt.multitask import EmbeddingCache, MultiTaskModel
 
@@ -54,7 +53,6 @@ class TrainConfig:
     schedule: str = "linear"         # after warmup: "linear" | "cosine" decay to 0, or "constant"
     clip: float = 1.0                # max gradient norm (0 = no clipping)
     bf16: bool = False               # bfloat16 autocast on CPU
-    engine: str = "fast"             # "fast": packed real tokens (minimt/fast.py) | "readable": padded (model.py)
     seed: int = 0
     eval_every: int = 0              # steps between dev evaluations; 0 = end of every epoch
     eval_batch_size: int = 64
@@ -64,7 +62,7 @@ class TrainConfig:
 
     def __post_init__(self):
         checks = {"mixing": ("joint", "round_robin", "proportional"), "schedule": ("linear", "cosine", "constant"),
-                  "head": ("linear", "mlp"), "engine": ENGINES}
+                  "head": ("linear", "mlp")}
         for key, allowed in checks.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key}={getattr(self, key)!r} is not supported; use one of {list(allowed)}")
@@ -86,14 +84,14 @@ def lr_at(step, total, warmup, schedule):
 
 
 def task_loss(logits, labels, task, weights, counts=None):
-    """Weighted sum over tasks of mean cross-entropy on the rows that carry that task's label (-100 = none).
+    """Weighted sum over tasks of mean cross-entropy on the rows that carry that task's label (IGNORE = none).
     `task` None (joint): every head contributes, even with no labelled row (as 0), so all take part every step.
     counts: labelled rows per task in the whole batch, when this process holds only a share of it (DDP)."""
     loss = 0.0
     for t in ([task] if task else logits):
         y = labels[t]
-        n = (counts[t] if counts is not None else (y != -100).sum()).clamp(min=1)
-        loss = loss + weights.get(t, 1.0) * F.cross_entropy(logits[t].float(), y, ignore_index=-100,
+        n = (counts[t] if counts is not None else (y != IGNORE).sum()).clamp(min=1)
+        loss = loss + weights.get(t, 1.0) * F.cross_entropy(logits[t].float(), y, ignore_index=IGNORE,
                                                             reduction="sum") / n
     return loss
 
@@ -108,7 +106,7 @@ def build_optimizer(model, cfg, step):
     opt = torch.optim.AdamW(groups, lr=cfg.lr, fused=True)  # one kernel per step, not ~10 per tensor
     if cfg.unfreeze_every:  # re-open in the same order as the run did, so optimizer groups line up on --resume
         for s in range(0, step + 1, cfg.unfreeze_every):
-            open_units(model, opt, unfreeze_schedule(s, cfg.unfreeze_every, len(model.encoder.layers)),
+            open_units(model, opt, unfreeze_schedule(s, cfg.unfreeze_every, len(model.bert.layers)),
                        cfg.lr, cfg.weight_decay, cfg.layer_decay, head_lr)
     for g in opt.param_groups:
         g.setdefault("base_lr", g["lr"])
@@ -135,7 +133,7 @@ def train(cfg: TrainConfig):
     encoder = SentenceEncoder.from_pretrained(cfg.model)
     if cfg.max_seq_length:
         encoder.max_seq_length = cfg.max_seq_length
-    model = MultiTaskModel(encoder, maps, head=cfg.head, dropout=cfg.dropout, engine=cfg.engine)
+    model = MultiTaskModel(encoder, maps, head=cfg.head, dropout=cfg.dropout)
     if cfg.init_from:
         log(checkpoint.init_from(model, cfg.init_from))
     if world > 1:
@@ -178,7 +176,7 @@ def train(cfg: TrainConfig):
 
         # 1) learning rate for this step, and gradual unfreezing's next layer if its step has come
         if cfg.unfreeze_every and step % cfg.unfreeze_every == 0:
-            opened = open_units(model, opt, unfreeze_schedule(step, cfg.unfreeze_every, len(model.encoder.layers)),
+            opened = open_units(model, opt, unfreeze_schedule(step, cfg.unfreeze_every, len(model.bert.layers)),
                                 cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.head_lr or None)
             for g in opt.param_groups:
                 g.setdefault("base_lr", g["lr"])
@@ -193,14 +191,13 @@ def train(cfg: TrainConfig):
         for task, idx in micro:
             examples = [train_set[i] for i in idx[rank::world]]  # this rank's share of the batch
             labels = encode_labels(examples, maps)
-            counts = distributed.all_sum(torch.stack([(labels[t] != -100).sum() for t in maps]))
+            counts = distributed.all_sum(torch.stack([(labels[t] != IGNORE).sum() for t in maps]))
             if examples:
                 with autocast:
                     if cache is not None:  # frozen backbone: the vectors are known, only the labels are needed
                         pooled = cache(examples)
                     else:
-                        batch = model.tokenizer([ex.text for ex in examples])
-                        pooled = model.embed(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+                        pooled = model(model.tokenizer.encode([ex.text for ex in examples]))
                     loss = task_loss(model.classify(pooled), labels, task, cfg.task_weights, dict(zip(maps, counts)))
                 (loss / len(micro)).backward()
             seen += len(idx)

@@ -36,7 +36,7 @@ def tiny_encoder(minilm_dir):
     from minimt.tokenizer import Tokenizer
     torch.manual_seed(0)
     cfg = BertConfig.tiny(vocab_size=30522)
-    return SentenceEncoder(BertModel(cfg), Tokenizer(minilm_dir / "tokenizer.json", cfg.max_seq_length))
+    return SentenceEncoder(BertModel(cfg).eval(), Tokenizer(minilm_dir / "tokenizer.json", cfg.max_seq_length))
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,6 @@ def test_two_processes_equal_one(tmp_path, data_file, tiny_checkpoint):
 
     one, two = load_file(tmp_path / "one" / "last" / "model.safetensors"), load_file(tmp_path / "two" / "last" / "model.safetensors")
     start = load_file(ckpt / "model.safetensors")
-    assert not torch.equal(one["encoder.layers.1.ffn.up.weight"], start["encoder.layer.1.intermediate.dense.weight"])
+    assert not torch.equal(one["bert.layers.1.ffn.up.weight"], start["encoder.layer.1.intermediate.dense.weight"])
     worst = max((one[k] - two[k]).abs().max().item() for k in one)
     assert worst < 1e-6, f"2 processes vs 1: maxdiff {worst:.3g}"

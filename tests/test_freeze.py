@@ -24,9 +24,9 @@ def model(tiny_encoder):
 def unit_of(param_name):
     """Which unit a parameter belongs to, read off its name (independently of minimt.freeze)."""
     parts = param_name.split(".")
-    if parts[:2] == ["encoder", "embeddings"]:
+    if parts[:2] == ["bert", "embeddings"]:
         return "embeddings"
-    if parts[:2] == ["encoder", "layers"]:
+    if parts[:2] == ["bert", "layers"]:
         return f"layer.{parts[2]}"
     assert parts[0] == "heads", param_name
     return f"head.{parts[1]}"
@@ -34,16 +34,15 @@ def unit_of(param_name):
 
 def batch(seed=0, B=4, T=8):
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, 30522, (B, T), generator=g)
-    mask = torch.ones(B, T, dtype=torch.long)
-    mask[1, 5:] = 0                      # one padded row, as in a real batch
+    ids = torch.randint(1, 30522, (B, T), generator=g).tolist()
+    ids[1] = ids[1][:5]                  # one shorter text, as in a real batch
     labels = {t: torch.randint(0, len(names), (B,), generator=g) for t, names in TASKS.items()}
-    return ids * mask, mask, labels
+    return ids, labels
 
 
 def loss_of(model, seed=0):
-    ids, mask, labels = batch(seed)
-    _, logits = model(ids, mask)
+    ids, labels = batch(seed)
+    logits = model.classify(model(ids))
     return sum(F.cross_entropy(logits[t], labels[t]) for t in TASKS)
 
 
@@ -117,8 +116,9 @@ def test_all_freezes_every_unit_and_leaves_nothing_to_train(model):
     freeze(model, "all").train()
     assert not any(p.requires_grad for p in model.parameters())
     assert not any(m.training for _, unit in model.units() for m in unit.modules())
-    ids, mask, _ = batch()
-    pooled, logits = model(ids, mask)
+    ids, _ = batch()
+    pooled = model(ids)
+    logits = model.classify(pooled)
     assert not pooled.requires_grad and not any(lg.requires_grad for lg in logits.values())
     with pytest.raises(ValueError, match="every parameter is frozen, so there is nothing to train"):
         param_groups(model, lr=1e-3)
@@ -142,13 +142,14 @@ def test_nothing_frozen_trains_every_encoder_tensor_down_to_the_word_embeddings(
     optimizer = torch.optim.AdamW(param_groups(model, lr=1e-3, weight_decay=0.1))
     before = snapshot(model)
     step(model, optimizer)
-    ids, mask, _ = batch()
-    word_grad = model.encoder.embeddings.word.weight.grad
+    ids, _ = batch()
+    word_grad = model.bert.embeddings.word.weight.grad
     assert word_grad is not None, "no gradient reached the word embeddings"
-    assert word_grad[ids[mask.bool()]].abs().sum(-1).gt(0).all(), "a used token's word vector got no gradient"
-    for name, p in model.encoder.named_parameters():
-        assert p.grad is not None, f"encoder.{name} got no gradient"
-        assert zero_gradient(name) or p.grad.abs().sum() > 0, f"encoder.{name} got an all-zero gradient"
+    used = torch.tensor([t for x in ids for t in x])
+    assert word_grad[used].abs().sum(-1).gt(0).all(), "a used token's word vector got no gradient"
+    for name, p in model.bert.named_parameters():
+        assert p.grad is not None, f"bert.{name} got no gradient"
+        assert zero_gradient(name) or p.grad.abs().sum() > 0, f"bert.{name} got an all-zero gradient"
     assert_changed_exactly(model, before, UNITS)
 
 
@@ -156,7 +157,7 @@ def test_frozen_backbone_has_no_encoder_gradients_and_the_heads_still_learn(mode
     freeze(model, "backbone")
     optimizer = torch.optim.AdamW(param_groups(model, lr=1e-2, weight_decay=0.01))
     losses = [step(model, optimizer) for _ in range(30)]
-    assert all(p.grad is None for p in model.encoder.parameters())
+    assert all(p.grad is None for p in model.bert.parameters())
     assert all(p.grad is not None for p in model.heads.parameters())
     assert losses[-1] < 0.8 * losses[0], f"the heads did not learn a fixed batch: {losses[0]:.3f} -> {losses[-1]:.3f}"
 
@@ -179,9 +180,9 @@ def dropout_differs(module, *inputs):
 def test_frozen_units_run_in_eval_mode_under_train(model):
     freeze(model, "layers:0-0", "head:topic")
     model.train()
-    layer0, layer1 = model.encoder.layers
+    layer0, layer1 = model.bert.layers
     assert not any(m.training for m in layer0.modules()) and not any(m.training for m in model.heads.topic.modules())
-    assert layer1.training and model.encoder.embeddings.training and model.heads.sentiment.training
+    assert layer1.training and model.bert.embeddings.training and model.heads.sentiment.training
     x, mask = torch.randn(2, 5, 32), torch.zeros(2, 1, 1, 5)
     pooled = torch.randn(64, 32)
     assert not dropout_differs(layer0, x, mask), "a frozen layer still applies dropout"
@@ -261,7 +262,7 @@ def test_trainable_table_counts(model):
         assert (name, int(tensors), int(params.replace(",", ""))) == (
             g["name"], len(g["params"]), sum(p.numel() for p in g["params"]))
         assert float(lr) == pytest.approx(g["lr"], rel=1e-2) and float(wd) == g["weight_decay"]
-    frozen = sum(p.numel() for p in model.encoder.embeddings.parameters()) + \
+    frozen = sum(p.numel() for p in model.bert.embeddings.parameters()) + \
         sum(p.numel() for p in model.heads.topic.parameters())
     total = sum(p.numel() for p in model.parameters())
     for row, label, n in zip(table[-3:], ("trainable", "frozen", "total"), (total - frozen, frozen, total)):
@@ -293,7 +294,7 @@ def test_open_units_follows_the_schedule(model):
             step(model, optimizer, seed=s)
             trainable = heads | set(unfreeze_schedule(s, 10, 2))
             assert_changed_exactly(model, before, trainable)
-            assert all(model.encoder.layers[int(u[-1])].training for u in trainable if u.startswith("layer."))
+            assert all(model.bert.layers[int(u[-1])].training for u in trainable if u.startswith("layer."))
     assert opened_at == {10: ["layer.1"], 20: ["layer.0"], 30: ["embeddings"]}
     lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
     assert lrs == {"head.topic": 1e-3, "head.topic/no_decay": 1e-3, "head.sentiment": 1e-3,
@@ -348,10 +349,10 @@ def test_other_errors(model):
         open_units(model, optimizer, ["layer.1", "layer.7"], lr=1e-3)
     with pytest.raises(TypeError, match=r"names must be a list of unit names, e.g. \['layer.1'\]"):
         open_units(model, optimizer, "layer.1", lr=1e-3)
-    model.encoder.layers[1].ln1.weight.requires_grad_(True)
+    model.bert.layers[1].ln1.weight.requires_grad_(True)
     with pytest.raises(ValueError, match="unit layer.1 is partly frozen"):
         open_units(model, optimizer, ["layer.1"], lr=1e-3)
-    assert not model.encoder.layers[0].ln1.weight.requires_grad  # nothing opened when a name fails
+    assert not model.bert.layers[0].ln1.weight.requires_grad  # nothing opened when a name fails
 
     everything = torch.optim.AdamW(model.parameters())   # holds the frozen tensors too: not built by param_groups
     with pytest.raises(ValueError, match="already holds tensors of the frozen unit layer.0; build it with param_gr"):

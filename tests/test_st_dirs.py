@@ -39,13 +39,13 @@ def texts():
 
 
 @pytest.mark.parametrize("name", sorted(DIRS))
-@pytest.mark.parametrize("engine", ["fast", "readable"])
-def test_directory_matches_sentence_transformers(name, engine, reference, texts):
-    enc = SentenceEncoder.from_pretrained(ST / name, engine=engine)
+@pytest.mark.parametrize("attention", ["sdpa", "manual"])
+def test_directory_matches_sentence_transformers(name, attention, reference, texts):
+    enc = SentenceEncoder.from_pretrained(ST / name, attention=attention)
     c = enc.config
     assert (c.pooling, c.normalize, c.max_seq_length, c.type_vocab_size) == DIRS[name]
-    worst = assert_close(enc.encode(texts), reference[name], TOL, f"{name} ({engine}) vs sentence-transformers")
-    print(f"{name} ({engine}): {len(texts)} texts, maxdiff {worst:.2e}")
+    worst = assert_close(enc.encode(texts), reference[name], TOL, f"{name} ({attention}) vs sentence-transformers")
+    print(f"{name} ({attention}): {len(texts)} texts, maxdiff {worst:.2e}")
 
 
 def test_st6_pooling_mode_names(tmp_path):
@@ -57,7 +57,7 @@ def test_st6_pooling_mode_names(tmp_path):
         assert BertConfig.from_dir(d).pooling == mode
     for mode in ("weightedmean", "lasttoken", "mean_sqrt_len_tokens", ["mean", "max"]):
         (d / "1_Pooling/config.json").write_text(json.dumps({"embedding_dimension": 16, "pooling_mode": mode}))
-        with pytest.raises(ValueError, match="is not supported; minimt implements exactly one of mean, cls or max"):
+        with pytest.raises(ValueError, match="is not supported; minimt implements exactly one of mean, cls, max"):
             BertConfig.from_dir(d)
     (d / "1_Pooling/config.json").write_text(json.dumps({"pooling_mode_weightedmean_tokens": True}))
     with pytest.raises(ValueError, match=r"pooling \['weightedmean'\] is not supported"):

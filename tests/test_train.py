@@ -122,9 +122,9 @@ def test_bf16_autocast_trains(tmp_path, data_file, tiny_checkpoint):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["loss"] == r["loss"] for r in rows)  # no NaN
     after = weights(tmp_path / "run")
-    assert after["encoder.layers.0.attn.query.weight"].dtype == torch.float32  # autocast leaves the weights fp32
+    assert after["bert.layers.0.attn.query.weight"].dtype == torch.float32  # autocast leaves the weights fp32
     before = load_file(tiny_checkpoint / "model.safetensors")
-    assert not torch.equal(after["encoder.layers.0.attn.query.weight"],
+    assert not torch.equal(after["bert.layers.0.attn.query.weight"],
                            before["encoder.layer.0.attention.self.query.weight"])
 
 
@@ -134,14 +134,13 @@ def test_embedding_cache_equals_live_encoder(tmp_path, data_file, tiny_checkpoin
     from minimt.encoder import SentenceEncoder
     splits = load_splits([Source(**s) for s in cfg.sources])
     model = MultiTaskModel(SentenceEncoder.from_pretrained(cfg.model), {"topic": ["food", "sport", "tech"]})
-    for p in model.encoder.parameters():
+    for p in model.bert.parameters():
         p.requires_grad_(False)
     cache = EmbeddingCache(model, [ex.text for exs in splits.values() for ex in exs])
     examples = splits["dev"][:10]
-    batch = model.tokenizer([ex.text for ex in examples])
     model.eval()  # the heads' dropout off: compare the vectors, not two dropout draws
     with torch.no_grad():
-        live = model.classify(model.embed(**batch))
+        live = model.classify(model(model.tokenizer.encode([ex.text for ex in examples])))
         cached = model.classify(cache(examples))
     for t in live:
         assert (live[t] - cached[t]).abs().max() < 1e-6
@@ -159,20 +158,20 @@ def test_frozen_backbone_stays_bit_identical(tmp_path, data_file, tiny_checkpoin
     after = weights(tmp_path / "run")
     from minimt.weights import checkpoint_name
     for k, v in after.items():
-        if k.startswith("encoder."):
-            assert torch.equal(v, before[checkpoint_name(k[len("encoder."):])]), k
+        if k.startswith("bert."):
+            assert torch.equal(v, before[checkpoint_name(k[len("bert."):])]), k
 
 
 def test_init_from_copies_encoder_and_matching_heads(tmp_path, data_file, tiny_checkpoint):
     train(config(tmp_path / "a", data_file, tiny_checkpoint, epochs=1))
     src = MultiTaskModel.from_checkpoint(tmp_path / "a" / "run" / "best")
     model = MultiTaskModel.from_checkpoint(tmp_path / "a" / "run" / "best")
-    torch.nn.init.zeros_(model.encoder.layers[0].ffn.up.weight)
+    torch.nn.init.zeros_(model.bert.layers[0].ffn.up.weight)
     model.tasks["mood"] = ["negative", "neutral", "positive"]  # other labels: that head must not be copied
     torch.nn.init.zeros_(model.heads["mood"].out.bias)
     msg = checkpoint.init_from(model, tmp_path / "a" / "run" / "best")
     assert msg.endswith("heads ['topic']")
-    assert torch.equal(model.encoder.layers[0].ffn.up.weight, src.encoder.layers[0].ffn.up.weight)
+    assert torch.equal(model.bert.layers[0].ffn.up.weight, src.bert.layers[0].ffn.up.weight)
     assert torch.equal(model.heads["topic"].out.weight, src.heads["topic"].out.weight)
     assert model.heads["mood"].out.bias.abs().sum() == 0
 
