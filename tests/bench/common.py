@@ -1,4 +1,5 @@
-"""What the bench scripts share: paths, the CPU's name, results.json, and the README tables made from it."""
+"""What the bench scripts share: paths, the CPU's name, results.json, and the tables made from it: every table of
+tests/bench/README.md and the summary in the main README (`python common.py` rewrites them without measuring)."""
 import json
 import platform
 from datetime import date
@@ -74,9 +75,8 @@ def targets(res):
     return out
 
 
-def write_readme():
-    """Rewrite the README's performance tables from results.json: the numbers are generated, never typed."""
-    res = json.loads(RESULTS.read_text())
+def report_tables(res):
+    """Every table of tests/bench/README.md, as markdown lines."""
     lines = []
     if "encode" in res:
         e = res["encode"]
@@ -111,13 +111,54 @@ def write_readme():
               "| workload | target | measured | met |", "|---|---|---|---|"]
     verdict = {True: "yes", False: "**no**", None: "does not apply here"}
     lines += [f"| {w} | {t} | {m} | {verdict[ok]} |" for w, t, m, ok in targets(res)]
-    readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    return lines
+
+
+def summary_table(res):
+    """The main README's Performance table: minimt against sentence-transformers (encode) and an HF loop
+    (training), with the fastest other tool of each workload beside it."""
+    e, t = res.get("encode"), res.get("train")
+    if not e or not t:
+        return ["(no results yet: run `make bench`)"]
+    w1, w2 = row(e, "W1", "minimt fast engine ("), row(e, "W2", "minimt fast engine (")  # the names targets() reads
+    w3 = row(e, "W3", "minimt fast engine")
+
+    def fastest(wl, key, best):
+        peers = [r for r in e["rows"] if r["workload"] == wl and not r["contender"].startswith(("minimt", ST))]
+        r = best(peers, key=lambda r: r[key])
+        return f"{r['contender'].split(',')[0]} {r[key]:.2f}x"
+
+    t1 = {r["contender"]: r for r in t["rows"] if r["workload"] == "T1" and r.get("precision") == "fp32"}["minimt"]
+    missed = [f"{w}: {target}" for w, target, _, ok in targets(res) if ok is False]
+    return [f"`make bench`, {e['date']}, {e['cpu']}, {e['threads']} threads, fp32, minimt's defaults:", "",
+            "| workload | minimt | compared with | fastest other tool |", "|---|---|---|---|",
+            f"| W1: {w1['texts']:,} STSb test sentences | {w1['speedup_vs_st']:.2f}x the speed | "
+            f"sentence-transformers `encode` | {fastest('W1', 'speedup_vs_st', max)} |",
+            f"| W2: {w2['texts']:,} reviews of 150-256 tokens | {w2['speedup_vs_st']:.2f}x the speed | "
+            f"sentence-transformers `encode` | {fastest('W2', 'speedup_vs_st', max)} |",
+            f"| W3: one sentence per call | {w3['time_vs_st']:.2f}x the time | sentence-transformers `encode` | "
+            f"{fastest('W3', 'time_vs_st', min)} |",
+            f"| T1: full fine-tuning, batch 32 | {t1['ratio_vs_hf']:.2f}x the samples/s | a transformers BertModel "
+            f"loop | — |", "",
+            "Targets this run missed: " + ("; ".join(missed) if missed else "none") + "."]
+
+
+def write_between(path, name, lines):
+    """Replace what stands between <!-- name:start --> and <!-- name:end --> in path."""
+    text = path.read_text(encoding="utf-8")
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     if start not in text or end not in text:
-        raise SystemExit(f"{readme} has no {start} ... {end} markers to put the tables between")
+        raise SystemExit(f"{path} has no {start} ... {end} markers to put the tables between")
     head, rest = text.split(start, 1)
-    readme.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
+    path.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
+
+
+def write_readme():
+    """Rewrite the generated tables from results.json: every table of tests/bench/README.md, and the summary in the
+    main README's Performance section. The numbers are generated, never typed."""
+    res = json.loads(RESULTS.read_text())
+    write_between(HERE / "README.md", "bench", report_tables(res))
+    write_between(ROOT / "README.md", "bench-summary", summary_table(res))
 
 
 if __name__ == "__main__":
