@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from minimt import checkpoint, distributed
-from minimt.data import IGNORE, Source, check_labels, encode_labels, label_maps, load_splits, plan_epoch
+from minimt.data import IGNORE, Source, check_labels, collate, encode_labels, label_maps, load_splits, plan_epoch
 from minimt.encoder import SentenceEncoder
 from minimt.evaluate import evaluate
 from minimt.freeze import freeze, open_units, param_groups, trainable_table, unfreeze_schedule
@@ -55,6 +55,7 @@ class TrainConfig:
     bf16: bool = False               # bfloat16 autocast on CPU
     seed: int = 0
     eval_every: int = 0              # steps between dev evaluations; 0 = end of every epoch
+    log_every: int = 10              # steps between training-loss lines (metrics.jsonl "split": "train", stderr)
     eval_batch_size: int = 64
     out_dir: str = "runs/train"
     resume: bool = False             # continue from out_dir/last exactly where it stopped
@@ -96,21 +97,103 @@ def task_loss(logits, labels, task, weights, counts=None):
     return loss
 
 
-def build_optimizer(model, cfg, step):
-    """Freeze as configured, replay gradual unfreezing up to `step`, then one AdamW over the trainable groups."""
-    head_lr = cfg.head_lr or None
+def build_optimizer(model, cfg):
+    """Freeze as configured (gradual unfreezing starts from a frozen backbone), then one AdamW over the trainable
+    groups; every group remembers its base_lr, which lr_at scales each step."""
     freeze(model, *cfg.freeze)
     if cfg.unfreeze_every:
         freeze(model, "backbone")  # ULMFiT: heads first, then one layer at a time from the top
-    groups = param_groups(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, head_lr)
+    groups = param_groups(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.head_lr or None)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, fused=True)  # one kernel per step, not ~10 per tensor
-    if cfg.unfreeze_every:  # re-open in the same order as the run did, so optimizer groups line up on --resume
-        for s in range(0, step + 1, cfg.unfreeze_every):
-            open_units(model, opt, unfreeze_schedule(s, cfg.unfreeze_every, len(model.bert.layers)),
-                       cfg.lr, cfg.weight_decay, cfg.layer_decay, head_lr)
+    for g in opt.param_groups:
+        g["base_lr"] = g["lr"]
+    return opt
+
+
+def unfreeze_due(model, opt, cfg, step):
+    """Gradual unfreezing, the one place it happens: open every unit due by `step` (in schedule order, so a
+    resumed run's optimizer groups line up with the original's). Returns the names opened now."""
+    if not cfg.unfreeze_every:
+        return []
+    opened = open_units(model, opt, unfreeze_schedule(step, cfg.unfreeze_every, len(model.bert.layers)),
+                        cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.head_lr or None)
     for g in opt.param_groups:
         g.setdefault("base_lr", g["lr"])
-    return opt
+    return opened
+
+
+def resume_state(cfg, model, opt):
+    """(step, best) to start from: (0, -1) for a new run; with --resume, out_dir/last's weights, optimizer, RNG."""
+    if not cfg.resume:
+        return 0, -1.0
+    last = Path(cfg.out_dir) / "last"
+    state = checkpoint.load_train_state(last)
+    model.load_state_dict(checkpoint.load_tensors(last))
+    if state["step"] > 0:
+        unfreeze_due(model, opt, cfg, state["step"] - 1)  # the groups the optimizer had when it was saved
+    opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    return state["step"], state["best"]
+
+
+def train_step(model, opt, micro, cfg, maps, cache=None, shard=(0, 1)):
+    """One optimizer step: forward and backward over the micro-batches [(task, examples)], the gradients summed
+    over processes, clipping, AdamW. The loss of each micro-batch is averaged over them; returns the loss."""
+    rank, world = shard
+    model.train()  # dropout on; frozen units stay in eval mode (MultiTaskModel.train)
+    autocast = torch.autocast(model.bert.embeddings.word.weight.device.type, torch.bfloat16, enabled=cfg.bf16)
+    total = 0.0
+    for task, examples in micro:
+        mine = examples[rank::world]  # this process's share of the batch
+        labels = encode_labels(mine, maps)
+        counts = distributed.all_sum(torch.stack([(labels[t] != IGNORE).sum() for t in maps]))
+        if mine:
+            with autocast:
+                vectors = cache(mine) if cache is not None else model(collate(mine, model.tokenizer, maps)["ids"])
+                loss = task_loss(model.classify(vectors), labels, task, cfg.task_weights, dict(zip(maps, counts)))
+            (loss / len(micro)).backward()
+            total += loss.item() / len(micro)
+    trainable = [p for g in opt.param_groups for p in g["params"]]
+    distributed.sync_gradients(trainable)  # several processes: every rank now holds the whole batch's gradient
+    if cfg.clip:  # frozen tensors are in no group, so neither clipping nor weight decay touches them
+        torch.nn.utils.clip_grad_norm_(trainable, cfg.clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return total
+
+
+def evaluate_and_save(model, opt, cfg, dev, maps, cache, step, best, epoch, rate, metrics):
+    """Dev metrics into metrics.jsonl; the best checkpoint (mean macro-F1 over tasks) if this one beats it; always
+    the last checkpoint, with what --resume needs. Returns the best score so far."""
+    out = Path(cfg.out_dir)
+    res, _ = evaluate(model, dev, maps, "dev", cfg.eval_batch_size, cache, records=False)
+    for t, r in res.items():
+        log_line(metrics, step=step, epoch=epoch, split="dev", task=t, **r, lr=lrs(opt), samples_per_s=rate)
+    print(f"\nstep {step}  dev " + "  ".join(f"{t}: acc {r['accuracy']:.3f} F1 {r['macro_f1']:.3f}"
+                                          for t, r in res.items()) + f"  ({rate:.0f} samples/s)")
+    meta = {"train": asdict(cfg), "step": step, "dev": {t: {k: r[k] for k in ("accuracy", "macro_f1")}
+                                                          for t, r in res.items()}}
+    score = sum(r["macro_f1"] for r in res.values()) / len(res)
+    if score > best:
+        best = score
+        checkpoint.save(out / "best", model, meta)
+    checkpoint.save(out / "last", model, meta, {"optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
+                                                "step": step, "best": best})
+    return best
+
+
+def score_best(cfg, splits, maps, step, epoch, metrics):
+    """The best checkpoint on dev and test: metrics.jsonl lines and one predictions.jsonl line per example and task."""
+    out = Path(cfg.out_dir)
+    best_model = checkpoint.load_model(out / "best")
+    for split in ("dev", "test"):
+        res, preds = evaluate(best_model, splits[split], maps, split, cfg.eval_batch_size)
+        for t, r in res.items():
+            log_line(metrics, step=step, epoch=epoch, split=split, task=t, **r, checkpoint="best")
+            print(f"{split:4s} {t}: accuracy {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  (n={r['n']})")
+        with open(out / "predictions.jsonl", "a" if split == "test" else "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in preds)
+    return best_model
 
 
 def train(cfg: TrainConfig):
@@ -120,7 +203,61 @@ def train(cfg: TrainConfig):
                          "saved); resume with a single process")
     log = print if rank == 0 else quiet  # one process speaks, writes logs and checkpoints
     torch.manual_seed(cfg.seed)
-    out = Path(cfg.out_dir)
+    splits, maps = load_data(cfg, log)
+    model = build_model(cfg, maps, log)
+    if world > 1:
+        torch.manual_seed(cfg.seed + rank)  # same initial weights everywhere, different dropout per rank
+    train_set, tasks = splits["train"], list(maps)
+    per_epoch = math.ceil(len(plan_epoch(train_set, tasks, cfg.batch_size, cfg.mixing, cfg.seed, 0,
+                                         cfg.temperature)) / cfg.grad_accum)
+    total = min(cfg.epochs * per_epoch, cfg.max_steps or 10**12)
+    opt = build_optimizer(model, cfg)
+    step, best = resume_state(cfg, model, opt)
+    if cfg.resume:
+        log(f"resuming from {Path(cfg.out_dir) / 'last'} at step {step}")
+    log(trainable_table(model, opt.param_groups))
+    cache = None
+    if cfg.cache_embeddings:
+        t = time.perf_counter()
+        cache = EmbeddingCache(model, [ex.text for exs in splits.values() for ex in exs])
+        log(f"embedding cache: {len(cache.row)} distinct texts encoded once in {time.perf_counter() - t:.1f}s")
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    metrics = open(Path(cfg.out_dir) / "metrics.jsonl", "a", encoding="utf-8") if rank == 0 else None
+    run_steps, seen, train_time, plan = 0, 0, 0.0, None
+    while step < total:
+        t0 = time.perf_counter()
+        epoch, in_epoch = divmod(step, per_epoch)
+        if in_epoch == 0 or plan is None:  # the epoch's batches: a pure function of (seed, epoch), so --resume finds its place
+            plan = plan_epoch(train_set, tasks, cfg.batch_size, cfg.mixing, cfg.seed, epoch, cfg.temperature)
+        micro = [(task, [train_set[i] for i in idx])
+                 for task, idx in plan[in_epoch * cfg.grad_accum:(in_epoch + 1) * cfg.grad_accum]]
+        opened = unfreeze_due(model, opt, cfg, step)
+        if opened:
+            log(f"step {step}: unfroze {', '.join(opened)}")
+        for g in opt.param_groups:
+            g["lr"] = g["base_lr"] * lr_at(step, total, cfg.warmup, cfg.schedule)
+        loss = train_step(model, opt, micro, cfg, maps, cache, (rank, world))
+        step, run_steps, seen = step + 1, run_steps + 1, seen + sum(len(ex) for _, ex in micro)
+        train_time += time.perf_counter() - t0
+        if rank == 0 and (step % cfg.log_every == 0 or step == total):
+            log_line(metrics, step=step, epoch=step / per_epoch, split="train", loss=loss, lr=lrs(opt))
+            progress(step, total, loss)
+        if rank == 0 and (step % (cfg.eval_every or per_epoch) == 0 or step == total):
+            best = evaluate_and_save(model, opt, cfg, splits["dev"], maps, cache, step, best, step / per_epoch,
+                                     seen / train_time, metrics)
+        if cfg.stop_after and run_steps >= cfg.stop_after and step < total:
+            log(f"stopping after {run_steps} steps as asked (stop_after); continue with --resume")
+            break
+    if rank == 0 and step == total:
+        model = score_best(cfg, splits, maps, step, step / per_epoch, metrics)
+    if metrics:
+        metrics.close()
+    distributed.finish()
+    return model
+
+
+def load_data(cfg, log):
+    """The splits and the label maps (from train; dev and test are checked against them)."""
     sources = [Source(**s) for s in cfg.sources]
     tasks = list(dict.fromkeys(t for s in sources for t in s.labels))
     splits = load_splits(sources, cfg.data_dir or None, cfg.split_seed)
@@ -128,135 +265,27 @@ def train(cfg: TrainConfig):
     for split in ("dev", "test"):
         check_labels(splits[split], maps, split)
     log("data: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + " | tasks: "
-          + "; ".join(f"{t} ({len(labels)}: {', '.join(labels)})" for t, labels in maps.items()))
+        + "; ".join(f"{t} ({len(labels)}: {', '.join(labels)})" for t, labels in maps.items()))
+    return splits, maps
 
+
+def build_model(cfg, maps, log):
     encoder = SentenceEncoder.from_pretrained(cfg.model)
     if cfg.max_seq_length:
         encoder.max_seq_length = cfg.max_seq_length
     model = MultiTaskModel(encoder, maps, head=cfg.head, dropout=cfg.dropout)
     if cfg.init_from:
         log(checkpoint.init_from(model, cfg.init_from))
-    if world > 1:
-        torch.manual_seed(cfg.seed + rank)  # same initial weights everywhere, different dropout per rank
+    return model
 
-    train_set = splits["train"]
-    steps_per_epoch = math.ceil(len(plan_epoch(train_set, tasks, cfg.batch_size, cfg.mixing, cfg.seed, 0,
-                                               cfg.temperature)) / cfg.grad_accum)
-    total = min(cfg.epochs * steps_per_epoch, cfg.max_steps or 10**12)
-    eval_every = cfg.eval_every or steps_per_epoch
-    step, best = 0, -1.0
-    state = None
-    if cfg.resume:
-        state = checkpoint.load_train_state(out / "last")
-        model.load_state_dict(checkpoint.load_tensors(out / "last"))
-        step, best = state["step"], state["best"]
-        torch.set_rng_state(state["rng"])
-        log(f"resuming from {out / 'last'} at step {step}")
-    opt = build_optimizer(model, cfg, step)
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
-    log(trainable_table(model, opt.param_groups))
-    cache = None
-    if cfg.cache_embeddings:
-        t = time.perf_counter()
-        cache = EmbeddingCache(model, [ex.text for exs in splits.values() for ex in exs])
-        log(f"embedding cache: {len(cache.row)} distinct texts encoded once in {time.perf_counter() - t:.1f}s")
 
-    out.mkdir(parents=True, exist_ok=True)
-    metrics_log = open(out / "metrics.jsonl", "a", encoding="utf-8") if rank == 0 else None
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
-    run_steps, seen, train_time, plan_of = 0, 0, 0.0, None
-    while step < total:
-        t0 = time.perf_counter()
-        epoch, in_epoch = divmod(step, steps_per_epoch)
-        if plan_of != epoch:  # the epoch's batches: a pure function of (seed, epoch), so --resume finds its place
-            plan, plan_of = plan_epoch(train_set, tasks, cfg.batch_size, cfg.mixing, cfg.seed, epoch,
-                                       cfg.temperature), epoch
-        micro = plan[in_epoch * cfg.grad_accum:(in_epoch + 1) * cfg.grad_accum]
+def lrs(opt):
+    return {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)}
 
-        # 1) learning rate for this step, and gradual unfreezing's next layer if its step has come
-        if cfg.unfreeze_every and step % cfg.unfreeze_every == 0:
-            opened = open_units(model, opt, unfreeze_schedule(step, cfg.unfreeze_every, len(model.bert.layers)),
-                                cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.head_lr or None)
-            for g in opt.param_groups:
-                g.setdefault("base_lr", g["lr"])
-            if opened:
-                log(f"step {step}: unfroze {', '.join(opened)}")
-        factor = lr_at(step, total, cfg.warmup, cfg.schedule)
-        for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * factor
 
-        # 2) forward and backward over the micro-batches; the loss is averaged over them
-        model.train()
-        for task, idx in micro:
-            examples = [train_set[i] for i in idx[rank::world]]  # this rank's share of the batch
-            labels = encode_labels(examples, maps)
-            counts = distributed.all_sum(torch.stack([(labels[t] != IGNORE).sum() for t in maps]))
-            if examples:
-                with autocast:
-                    if cache is not None:  # frozen backbone: the vectors are known, only the labels are needed
-                        pooled = cache(examples)
-                    else:
-                        pooled = model(model.tokenizer.encode([ex.text for ex in examples]))
-                    loss = task_loss(model.classify(pooled), labels, task, cfg.task_weights, dict(zip(maps, counts)))
-                (loss / len(micro)).backward()
-            seen += len(idx)
-        trainable = [p for g in opt.param_groups for p in g["params"]]
-        distributed.sync_gradients(trainable)  # several processes: every rank now holds the whole batch's gradient
-
-        # 3) clip and update; frozen tensors are in no group, so weight decay never touches them
-        if cfg.clip:
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        step, run_steps = step + 1, run_steps + 1
-        train_time += time.perf_counter() - t0
-        if rank == 0:
-            progress(step, total, loss.item())
-
-        # 4) evaluate on dev, keep the best checkpoint (mean macro-F1 over tasks) and the last one
-        if rank == 0 and (step % eval_every == 0 or step == total):
-            res, _ = evaluate(model, splits["dev"], maps, "dev", cfg.eval_batch_size, cache, records=False)
-            rate = seen / train_time  # training samples per second of training (evaluation not counted)
-            lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)}
-            for t, r in res.items():
-                metrics_log.write(json.dumps({"step": step, "epoch": step / steps_per_epoch, "split": "dev", "task": t,
-                                              **r, "lr": lrs, "samples_per_s": rate}) + "\n")
-            metrics_log.flush()
-            score = sum(r["macro_f1"] for r in res.values()) / len(res)
-            print(f"\nstep {step}/{total}  dev " + "  ".join(f"{t}: acc {r['accuracy']:.3f} F1 {r['macro_f1']:.3f}"
-                                                       for t, r in res.items()) + f"  ({rate:.0f} samples/s)")
-            meta = {"train": asdict(cfg), "step": step, "dev": {t: {k: r[k] for k in ("accuracy", "macro_f1")}
-                                                              for t, r in res.items()}}
-            if score > best:
-                best = score
-                checkpoint.save(out / "best", model, meta)
-            checkpoint.save(out / "last", model, meta, {"optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
-                                                        "step": step, "best": best})
-        if cfg.stop_after and run_steps >= cfg.stop_after and step < total:
-            log(f"stopping after {run_steps} steps as asked (stop_after); continue with --resume")
-            if rank == 0:
-                metrics_log.close()
-            distributed.finish()
-            return model
-
-    if rank != 0:
-        distributed.finish()
-        return model
-
-    # 5) the best checkpoint on the test split, with one prediction line per example and task
-    best_model = checkpoint.load_model(out / "best")
-    for split in ("dev", "test"):
-        res, preds = evaluate(best_model, splits[split], maps, split, cfg.eval_batch_size)
-        for t, r in res.items():
-            metrics_log.write(json.dumps({"step": step, "epoch": step / steps_per_epoch, "split": split, "task": t, **r,
-                                          "checkpoint": "best"}) + "\n")
-            print(f"{split:4s} {t}: accuracy {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  (n={r['n']})")
-        with open(out / "predictions.jsonl", "a" if split == "test" else "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in preds)
-    metrics_log.close()
-    distributed.finish()
-    return best_model
+def log_line(metrics, **row):
+    metrics.write(json.dumps(row) + "\n")
+    metrics.flush()
 
 
 def quiet(*args, **kwargs):
@@ -264,8 +293,11 @@ def quiet(*args, **kwargs):
 
 
 def progress(step, total, loss):
-    if sys.stderr.isatty():  # a live line for people; nothing in logs and CI
+    """The training loss: a live line on a terminal, a plain line each log_every steps in a log file or CI."""
+    if sys.stderr.isatty():
         print(f"\rstep {step}/{total}  loss {loss:.4f}", end="", file=sys.stderr, flush=True)
+    else:
+        print(f"step {step}/{total}  loss {loss:.4f}", file=sys.stderr, flush=True)
 
 
 def parse_overrides(cfg_dict, args):

@@ -21,6 +21,12 @@ def minilm(minilm_dir):
     return SentenceEncoder.from_pretrained(minilm_dir)
 
 
+@pytest.fixture
+def own_minilm(minilm_dir):
+    """A copy of its own, for a test that changes the model's settings (pooling, attention)."""
+    return SentenceEncoder.from_pretrained(minilm_dir)
+
+
 @pytest.fixture(scope="session")
 def golden():
     meta = json.loads((GOLDEN / "minilm.json").read_text(encoding="utf-8"))

@@ -2,6 +2,8 @@
 
 The model is the random 2-layer tiny encoder with two heads; "changed" means not bit-identical after the step.
 """
+import re
+
 import pytest
 import torch
 import torch.nn as nn
@@ -294,7 +296,8 @@ def test_open_units_follows_the_schedule(model):
             step(model, optimizer, seed=s)
             trainable = heads | set(unfreeze_schedule(s, 10, 2))
             assert_changed_exactly(model, before, trainable)
-            assert all(model.bert.layers[int(u[-1])].training for u in trainable if u.startswith("layer."))
+            assert all(model.bert.layers[int(re.fullmatch(r"layer\.(\d+)", u)[1])].training
+                       for u in trainable if u.startswith("layer."))
     assert opened_at == {10: ["layer.1"], 20: ["layer.0"], 30: ["embeddings"]}
     lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
     assert lrs == {"head.topic": 1e-3, "head.topic/no_decay": 1e-3, "head.sentiment": 1e-3,
@@ -328,21 +331,29 @@ def test_bad_targets_name_the_problem_and_list_the_valid_forms(model, target, me
     assert all(p.requires_grad for p in model.parameters()), "a failed freeze() must change nothing"
 
 
-def test_other_errors(model):
+def test_freeze_takes_names_not_a_list(model):
     with pytest.raises(TypeError, match="is not a string; pass several as freeze"):
         freeze(model, ["backbone"])
-    for kw, message in [(dict(lr=0), "lr must be > 0"), (dict(weight_decay=-0.1), "weight_decay must be >= 0"),
-                        (dict(layer_decay=0), r"layer_decay must be in \(0, 1\]"),
-                        (dict(layer_decay=1.5), r"layer_decay must be in \(0, 1\]"),
-                        (dict(head_lr=0.0), "head_lr must be > 0 or None")]:
-        with pytest.raises(ValueError, match=message):
-            param_groups(model, **{"lr": 1e-3, **kw})
-    for args, message in [((5, 0, 2), "every must be a whole number of steps >= 1"),
-                          ((5, 2.5, 2), "every must be"), ((-1, 10, 2), "step must be a whole number >= 0"),
-                          ((5, 10, 0), "n_layers must be a whole number >= 1")]:
-        with pytest.raises(ValueError, match=message):
-            unfreeze_schedule(*args)
 
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(lr=0), "lr must be > 0"), (dict(weight_decay=-0.1), "weight_decay must be >= 0"),
+    (dict(layer_decay=0), r"layer_decay must be in \(0, 1\]"), (dict(layer_decay=1.5), r"layer_decay must be in \(0, 1\]"),
+    (dict(head_lr=0.0), "head_lr must be > 0 or None")])
+def test_bad_rates_are_named(model, kw, message):
+    with pytest.raises(ValueError, match=message):
+        param_groups(model, **{"lr": 1e-3, **kw})
+
+
+@pytest.mark.parametrize("args, message", [
+    ((5, 0, 2), "every must be a whole number of steps >= 1"), ((5, 2.5, 2), "every must be"),
+    ((-1, 10, 2), "step must be a whole number >= 0"), ((5, 10, 0), "n_layers must be a whole number >= 1")])
+def test_bad_schedules_are_named(args, message):
+    with pytest.raises(ValueError, match=message):
+        unfreeze_schedule(*args)
+
+
+def test_open_units_errors(model):
     freeze(model, "backbone")
     optimizer = torch.optim.AdamW(param_groups(model, lr=1e-3))
     with pytest.raises(ValueError, match=r"no unit named \['layer.7'\]; units are \['embeddings', 'layer.0'"):

@@ -26,29 +26,23 @@ def test_token_ids_match_reference(minilm, golden):
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "manual"])
-def test_last_hidden_state_padded_batch(minilm, golden, attention):
+def test_last_hidden_state_padded_batch(own_minilm, golden, attention):
     meta, ref = golden
-    batch = minilm.tokenizer([meta["texts"][i] for i in meta["batch"]])
+    batch = own_minilm.tokenizer([meta["texts"][i] for i in meta["batch"]])
     assert batch["input_ids"].shape[1] == meta["padded_length"]
-    minilm.model.set_attention(attention)
-    try:
-        with torch.no_grad():
-            hidden = minilm.model(**batch)  # (B, T, 384)
-    finally:
-        minilm.model.set_attention("sdpa")
+    own_minilm.model.set_attention(attention)
+    with torch.no_grad():
+        hidden = own_minilm.model(**batch)  # (B, T, 384)
     for j, i in enumerate(meta["batch"]):
         n = int(batch["attention_mask"][j].sum())  # compare real tokens only: padding rows are undefined
         assert_close(hidden[j, :n], ref[f"hidden.{i}"], TOL, f"last_hidden_state of text {i} ({attention})")
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "manual"])
-def test_sentence_embeddings(minilm, golden, attention):
+def test_sentence_embeddings(own_minilm, golden, attention):
     meta, ref = golden
-    minilm.model.set_attention(attention)
-    try:
-        emb = minilm.encode(meta["texts"])  # packed batches through model.py
-    finally:
-        minilm.model.set_attention("sdpa")
+    own_minilm.model.set_attention(attention)
+    emb = own_minilm.encode(meta["texts"])  # packed batches through model.py
     worst = 0.0
     for i, text in enumerate(meta["texts"]):
         worst = max(worst, assert_close(emb[i], ref["embeddings"][i], TOL,

@@ -38,16 +38,11 @@ def test_runs_of_equal_length():
 
 @pytest.mark.parametrize("attention", ["sdpa", "manual"])
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
-def test_packed_equals_padded_minilm(minilm, pooling, attention):
-    old = minilm.config.pooling
-    minilm.config.pooling = pooling
-    minilm.model.set_attention(attention)
-    try:
-        with torch.no_grad():
-            a, b = minilm.encode(TEXTS, normalize=False), padded_vectors(minilm, TEXTS, normalized=False)
-    finally:
-        minilm.config.pooling = old
-        minilm.model.set_attention("sdpa")
+def test_packed_equals_padded_minilm(own_minilm, pooling, attention):
+    own_minilm.config.pooling = pooling
+    own_minilm.model.set_attention(attention)
+    with torch.no_grad():
+        a, b = own_minilm.encode(TEXTS, normalize=False), padded_vectors(own_minilm, TEXTS, normalized=False)
     assert_close(a, b, 1e-5 if pooling == "max" else 2e-6, f"packed vs padded, {pooling} pooling, {attention}")
 
 

@@ -1,6 +1,7 @@
 """The training loop on a tiny random model and a small synthetic dataset: logs, checkpoints, determinism,
 --resume, the embedding cache and the CLI around them."""
 import json
+import math
 import random
 import signal
 import subprocess
@@ -53,11 +54,15 @@ def test_task_loss_ignores_missing_and_keeps_every_head():
     assert task_loss(logits, labels, "a", {}).item() == pytest.approx(want.item() / 2)
 
 
-def test_train_writes_logs_and_checkpoints(tmp_path, data_file, tiny_checkpoint):
-    cfg = config(tmp_path, data_file, tiny_checkpoint)
+def test_train_writes_logs_and_checkpoints(tmp_path, data_file, tiny_checkpoint, capsys):
+    cfg = config(tmp_path, data_file, tiny_checkpoint, log_every=4)
     train(cfg)
     run = tmp_path / "run"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if r["split"] == "train"]  # the training loss every log_every steps, and the last
+    assert [r["step"] for r in steps] == [4, 8, 12, 16, 20, 24, 26] and all(math.isfinite(r["loss"]) for r in steps)
+    assert set(steps[0]) == {"step", "epoch", "split", "loss", "lr"}
+    assert "step 4/26  loss " in capsys.readouterr().err  # stderr is no terminal here: plain lines, not \r
     dev = [r for r in rows if r["split"] == "dev" and "checkpoint" not in r]
     assert {r["task"] for r in dev} == {"topic", "mood"}
     for key in ("step", "epoch", "loss", "accuracy", "macro_f1", "confusion", "lr", "samples_per_s"):
@@ -120,7 +125,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, data_file, tiny_check
 def test_bf16_autocast_trains(tmp_path, data_file, tiny_checkpoint):
     train(config(tmp_path, data_file, tiny_checkpoint, epochs=1, bf16=True))
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert all(r["loss"] == r["loss"] for r in rows)  # no NaN
+    assert all(math.isfinite(r["loss"]) for r in rows)
     after = weights(tmp_path / "run")
     assert after["bert.layers.0.attn.query.weight"].dtype == torch.float32  # autocast leaves the weights fp32
     before = load_file(tiny_checkpoint / "model.safetensors")

@@ -8,10 +8,9 @@ to the longest of their batch. Writes the "train" part of tests/bench/results.js
 
 T1, full fine-tuning, samples/s: all-MiniLM-L6-v2 + a linear head per task, batch 32, one AdamW step per batch
 (lr 2e-5 constant, weight decay 0.01, grad-norm clip 1.0, dropout on):
-  minimt                MultiTaskModel, build_optimizer, collate, lr_at, embed, classify, task_loss; train.py has no
-                        single-step function, so minimt_step repeats the lines of its loop.
-  minimt, readable      the same step on padded batches (engine="readable", model.py): what packing buys.
-  HF loop               AutoModel (SDPA) + mean pooling + L2 norm (as MultiTaskModel.embed) + Dropout, Linear per
+  minimt                train.py's own train_step (MultiTaskModel on packed batches, task_loss, clip, fused AdamW)
+                        with build_optimizer's groups and lr_at's rate.
+  HF loop               AutoModel (SDPA) + mean pooling + L2 norm (as MultiTaskModel.forward) + Dropout, Linear per
                         task; AutoTokenizer; AdamW(model.parameters()): the loop a typical user writes.
   Warm-up steps, then rounds in which each contender runs the same few batches in turn (a slow moment of the machine
   hits all alike); medians of the rounds. Again under bf16 autocast, minimt and HF only, with fewer steps: this
@@ -32,10 +31,10 @@ import transformers
 from transformers import AutoModel, AutoTokenizer
 
 from common import MINILM, ROOT, cpu_name, save_results, write_readme
-from minimt.data import Source, collate, encode_labels, label_maps, load_splits, plan_epoch
+from minimt.data import Source, encode_labels, label_maps, load_splits, plan_epoch
 from minimt.encoder import SentenceEncoder
 from minimt.multitask import EmbeddingCache, MultiTaskModel
-from minimt.train import TrainConfig, build_optimizer, lr_at, task_loss
+from minimt.train import TrainConfig, build_optimizer, lr_at, task_loss, train_step
 
 QUICK = "--quick" in sys.argv
 # T1: (warm-up steps, rounds, steps per round). A bf16 step takes ~70 s on this CPU: no warm-up there, since first-call
@@ -47,11 +46,11 @@ CFG = TrainConfig(lr=2e-5, weight_decay=0.01, clip=1.0, batch_size=32, max_seq_l
                   schedule="constant")
 
 
-def minimt_model(maps, engine="fast"):
+def minimt_model(maps):
     torch.manual_seed(0)  # the same head initialisation for every contender (the HF heads copy it)
     enc = SentenceEncoder.from_pretrained(MINILM)
     enc.max_seq_length = CFG.max_seq_length
-    return MultiTaskModel(enc, maps, head=CFG.head, dropout=CFG.dropout, engine=engine)
+    return MultiTaskModel(enc, maps, head=CFG.head, dropout=CFG.dropout)
 
 
 def update(loss, params, opt):
@@ -63,16 +62,11 @@ def update(loss, params, opt):
     return loss.item()
 
 
-def minimt_step(model, opt, examples, maps, autocast):
-    """One step of train.py's loop (one process, grad_accum 1, joint mixing), line for line."""
+def minimt_step(model, opt, examples, maps, cfg):
+    """One step of train.py's loop (one process, grad_accum 1, joint mixing): its lr, then its train_step."""
     for g in opt.param_groups:
-        g["lr"] = g["base_lr"] * lr_at(0, 1, CFG.warmup, CFG.schedule)
-    model.train()  # dropout on; frozen units (none here) would stay in eval mode
-    batch = collate(examples, model.tokenizer, maps)
-    with autocast:
-        pooled = model.embed(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        loss = task_loss(model.classify(pooled), batch["labels"], None, CFG.task_weights)
-    return update(loss, [p for g in opt.param_groups for p in g["params"]], opt)
+        g["lr"] = g["base_lr"] * lr_at(0, 1, cfg.warmup, cfg.schedule)
+    return train_step(model, opt, [(None, examples)], cfg, maps)
 
 
 def hf_model(mt):
@@ -101,15 +95,12 @@ def t1(train, maps, precision):
     plan = plan_epoch(train, list(maps), CFG.batch_size, "joint", CFG.seed, 0)[:warm + rounds * per]
     batches = [[train[i] for i in idx] for _, idx in plan]
     mt = minimt_model(maps)
-    mt_opt = build_optimizer(mt, CFG, 0)  # train.py's optimizer: AdamW over freeze.param_groups
+    mt_opt = build_optimizer(mt, CFG)  # train.py's optimizer: AdamW over freeze.param_groups
     hf, tok = hf_model(mt), AutoTokenizer.from_pretrained(str(MINILM))
     hf_opt = torch.optim.AdamW(hf.parameters(), lr=CFG.lr, weight_decay=CFG.weight_decay)
-    steps = {"minimt": lambda b: minimt_step(mt, mt_opt, b, maps, autocast),
+    cfg = TrainConfig(**{**CFG.__dict__, "bf16": precision == "bf16"})
+    steps = {"minimt": lambda b: minimt_step(mt, mt_opt, b, maps, cfg),
              "HF loop": lambda b: hf_step(hf, tok, hf_opt, b, autocast, maps)}
-    if precision == "fp32":  # the same step on padded batches (model.py): what packing the real tokens buys
-        rd = minimt_model(maps, engine="readable")
-        rd_opt = build_optimizer(rd, CFG, 0)
-        steps["minimt, readable engine (padded)"] = lambda b: minimt_step(rd, rd_opt, b, maps, autocast)
     for b in batches[:warm]:  # first calls pay for allocations and kernel selection
         for step in steps.values():
             step(b)
@@ -133,9 +124,8 @@ def heads_epoch(model, opt, subset, plan, maps, cache):
         examples = [subset[i] for i in idx]
         if cache is not None:
             pooled = cache(examples)
-        else:  # embed sees the frozen backbone and runs it under inference_mode
-            batch = model.tokenizer([ex.text for ex in examples])
-            pooled = model.embed(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        else:  # forward sees the frozen backbone and runs it without autograd
+            pooled = model(model.tokenizer.encode([ex.text for ex in examples]))
         update(task_loss(model.classify(pooled), encode_labels(examples, maps), None, {}),
                [p for g in opt.param_groups for p in g["params"]], opt)
     return time.perf_counter() - t0
@@ -145,7 +135,7 @@ def t2(train, maps):
     subset = [train[i] for i in sorted(random.Random(0).sample(range(len(train)), min(T2_N, len(train))))]
     cfg = TrainConfig(**{**CFG.__dict__, "freeze": ["backbone"], "cache_embeddings": True, "lr": 1e-3})
     model = minimt_model(maps)
-    opt = build_optimizer(model, cfg, 0)  # freeze(model, "backbone"), then AdamW over the heads' groups
+    opt = build_optimizer(model, cfg)  # freeze(model, "backbone"), then AdamW over the heads' groups
     model.train()
     plan = plan_epoch(subset, list(maps), cfg.batch_size, "joint", cfg.seed, 0)
     heads_epoch(model, opt, subset, plan[:2], maps, None)  # warm-up
