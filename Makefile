@@ -28,19 +28,19 @@ data: setup  ## fetch every dataset into data/ (public sources at pinned commits
 test: setup weights data  ## run the test suite (sets up everything it needs)
 	$(PY) -m pytest -q
 
-demo: setup weights  ## Task 1: embed six sentences, cosine similarities, a semantic search
+demo: setup weights  ## embed six sentences, cosine similarities, a semantic search
 	$(PY) examples/01_embed.py
 
 sts: setup weights data  ## STS benchmark test split: Pearson and Spearman of all-MiniLM-L6-v2
 	$(PY) -m minimt sts
 
-multitask: setup weights  ## Task 2: a two-task model, every tensor shape on the way, untrained head outputs
+multitask: setup weights  ## a two-task model, every tensor shape on the way, untrained head outputs
 	$(PY) examples/02_multitask.py
 
-freeze: setup weights  ## Task 3: each freezing scenario and the trainable table it leaves
+freeze: setup weights  ## each freezing scenario and the trainable table it leaves
 	$(PY) examples/03_freeze.py
 
-train: setup weights data  ## Task 4: train domain + sentiment on real reviews (-> runs/train/best/), label new ones
+train: setup weights data  ## train domain + sentiment on real reviews (-> runs/train/best/), label new ones
 	$(PY) examples/04_train.py
 
 study: setup weights data  ## the freeze study: every mode measured on real data (~1 hour; table -> README)

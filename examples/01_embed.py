@@ -1,4 +1,4 @@
-"""Task 1: encode sentences into fixed-length embeddings and compare them by cosine similarity.
+"""Encode sentences into fixed-length embeddings and compare them by cosine similarity.
 
     make demo        (or: .venv/bin/python examples/01_embed.py)
 """

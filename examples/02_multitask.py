@@ -1,8 +1,8 @@
-"""Task 2: one shared encoder, one head per task. Follows a batch through the model, printing every shape.
+"""One shared encoder, one head per task. Follows a batch through the model, printing every shape.
 
     make multitask   (or: .venv/bin/python examples/02_multitask.py)
 
-Task A classifies a product review's category, Task B its sentiment. The heads are untrained here, so their
+One head classifies a product review's domain, the other its sentiment. The heads are untrained here, so their
 probabilities are near uniform: what matters is the shape of the computation (training is examples/04_train.py).
 """
 import torch
@@ -12,8 +12,8 @@ from minimt.multitask import MultiTaskModel
 from minimt.pooling import normalize, pool
 
 tasks = {
-    "category": ["books", "dvd", "electronics", "kitchen", "airline"],  # Task A: what the review is about
-    "sentiment": ["negative", "positive"],                             # Task B: how the writer feels
+    "domain": ["books", "dvd", "electronics", "kitchen", "airline"],  # what the review is about
+    "sentiment": ["negative", "positive"],                             # how the writer feels
 }
 torch.manual_seed(0)
 encoder = SentenceEncoder.from_pretrained("all-MiniLM-L6-v2")

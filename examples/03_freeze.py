@@ -1,4 +1,4 @@
-"""Task 3: what to train. Each freezing scenario as code, with the table of what it leaves trainable.
+"""What to train. Each freezing scenario as code, with the table of what it leaves trainable.
 
     make freeze   (or: .venv/bin/python examples/03_freeze.py)
 
@@ -10,7 +10,7 @@ from minimt import SentenceEncoder
 from minimt.freeze import freeze, open_units, param_groups, trainable_table, unfreeze_schedule
 from minimt.multitask import MultiTaskModel
 
-tasks = {"category": ["books", "dvd", "electronics", "kitchen", "airline"], "sentiment": ["negative", "positive"]}
+tasks = {"domain": ["books", "dvd", "electronics", "kitchen", "airline"], "sentiment": ["negative", "positive"]}
 encoder = SentenceEncoder.from_pretrained("all-MiniLM-L6-v2")
 
 
@@ -48,7 +48,7 @@ show("3. one head frozen (continual learning)",
      "Freeze a task's head once it is good, and keep training the encoder and the other heads for a new task.\n"
      "The frozen head still reads the shared embedding, which keeps moving: its accuracy can drop (forgetting),\n"
      "which the freeze study measures. Freeze the backbone as well when the old task must not change at all.",
-     freeze(fresh(), "head:category"))
+     freeze(fresh(), "head:domain"))
 
 show("4. lower layers frozen (top 2 layers + heads train)",
      "Lower layers hold general lexical and syntactic features, upper ones task-specific ones: training only the\n"

@@ -1,9 +1,9 @@
-"""Task 4: train the two-task model on real reviews, then label reviews it has never seen.
+"""Train the two-task model on real reviews, then label reviews it has never seen.
 
     make train   (or: .venv/bin/python examples/04_train.py [--key=value ...])
 
 Data: data/multi_domain_sentiment (`make data`), 10,000 reviews (Blitzer et al. 2007 + airline reviews), each with a
-domain (Task A: books, dvd, electronics, kitchen, airline) and a polarity (Task B: negative, positive); a seeded
+domain (books, dvd, electronics, kitchen, airline) and a polarity (negative, positive); a seeded
 80/10/10 split. Settings: examples/train_multidomain.json; any can be overridden, e.g. --max_steps=50.
 Leaves runs/train/best/ (the checkpoint with the best mean dev macro-F1), runs/train/metrics.jsonl and
 runs/train/predictions.jsonl.

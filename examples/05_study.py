@@ -1,4 +1,4 @@
-"""The freeze study (Task 3, measured): what each way of freezing costs and buys, on real reviews.
+"""The freeze study: what each way of freezing costs and buys, on real reviews.
 
     make study    (or: .venv/bin/python examples/05_study.py [row ...])   58 minutes measured on 2 cores
 

@@ -1,4 +1,4 @@
-"""Labelled text for multi-task training: files -> Examples -> splits -> batches (Task 2).
+"""Labelled text for multi-task training: files -> Examples -> splits -> batches.
 
     read_source         Source (file or glob, text column, a column per task) -> [Example(id="books.tsv:17", ...)]
     load_splits         {"train", "dev", "test"}: seeded, stratified by labels, duplicate texts never split apart

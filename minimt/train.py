@@ -1,4 +1,4 @@
-"""The multi-task training loop (Task 4): explicit, top to bottom, no framework and no callbacks.
+"""The multi-task training loop: explicit, top to bottom, no framework and no callbacks.
 
     data (per-task labels) ─► plan_epoch: which examples, which task, in what order (pure, from seed and epoch)
     for each step:  lr_at(step) ─► micro-batches ─► Σ_t w_t · CE_t ─► backward ─► clip ─► AdamW step
