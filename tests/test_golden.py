@@ -73,3 +73,28 @@ def test_tiny_bert_base_dialect(attention):
         hidden = model(g["input_ids"], g["attention_mask"], g["token_type_ids"])
     for b, n in enumerate(g["attention_mask"].sum(1).tolist()):
         assert_close(hidden[b, :n], g["last_hidden_state"][b, :n], TOL, f"tiny BERT row {b} ({attention})")
+
+
+@pytest.mark.parametrize("layout", ["packed", "padded"])
+def test_tiny_bert_gradients_equal_transformers(layout):
+    """The backward: a fixed loss (mean pooling, a fixed linear head, cross-entropy; dropout off) on padded texts of
+    mixed lengths; every parameter's gradient == transformers' BertModel's (make_golden.py)."""
+    from minimt.model import Packed
+    from minimt.pooling import pool, pool_packed
+    from minimt.weights import checkpoint_name
+    d = GOLDEN / "tiny_bert"
+    model = load_weights(BertModel(BertConfig.from_dir(d)), d / "model.safetensors").eval()
+    g = load_file(d / "gradients.safetensors")
+    mask = g["attention_mask"]
+    if layout == "packed":  # how training feeds it: real tokens only, longest first (the golden rows already are)
+        packed = Packed.from_ids([row[:n].tolist() for row, n in zip(g["input_ids"], mask.sum(1).tolist())])
+        pooled = pool_packed(model(packed), packed, "mean")
+    else:
+        pooled = pool(model(g["input_ids"], mask), mask, "mean")
+    loss = torch.nn.functional.cross_entropy(pooled @ g["head_weight"].T + g["head_bias"], g["labels"])
+    loss.backward()
+    assert_close(loss.detach().reshape(1), g["loss"], 1e-6, f"loss ({layout})")
+    names = {checkpoint_name(k): p for k, p in model.named_parameters()}
+    assert set(names) == {k[len("grad."):] for k in g if k.startswith("grad.")}  # every parameter has a gradient
+    worst = max(assert_close(p.grad, g[f"grad.{k}"], TOL, f"gradient of {k} ({layout})") for k, p in names.items())
+    print(f"{len(names)} gradients ({layout}), maxdiff {worst:.2e}")

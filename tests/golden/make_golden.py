@@ -156,6 +156,31 @@ def tiny_bert():
                "last_hidden_state": hidden.contiguous()}, out / "golden.safetensors")
     (out / "versions.json").write_text(json.dumps(versions(), indent=1) + "\n")
     print(f"tiny_bert: {len(state)} tensors in the bert-base-uncased dialect, outputs {tuple(hidden.shape)}")
+    tiny_bert_gradients(full.bert, cfg, out)
+
+
+def tiny_bert_gradients(bert, cfg, out):
+    """The backward, for a fixed loss: mean-pooled vectors (real tokens only) through a fixed linear head, then
+    cross-entropy; dropout off, one segment, padded texts of mixed lengths. Every parameter's gradient, under
+    transformers' BertModel names."""
+    g = torch.Generator().manual_seed(2)
+    lengths, C = [12, 12, 9, 5, 5, 1], 3
+    B, T = len(lengths), max(lengths)
+    input_ids = torch.randint(1, cfg.vocab_size, (B, T), generator=g)
+    attention_mask = (torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]).long()
+    input_ids[attention_mask == 0] = 0
+    head_w, head_b = torch.randn(C, cfg.hidden_size, generator=g) * 0.3, torch.randn(C, generator=g) * 0.1
+    labels = torch.randint(0, C, (B,), generator=g)
+    bert.eval().zero_grad()
+    hidden = bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state      # (B, T, H)
+    m = attention_mask.unsqueeze(-1).float()
+    pooled = (hidden * m).sum(1) / m.sum(1)                                                  # (B, H)
+    loss = torch.nn.functional.cross_entropy(pooled @ head_w.T + head_b, labels)
+    loss.backward()
+    grads = {f"grad.{k}": p.grad.contiguous() for k, p in bert.named_parameters() if p.grad is not None}
+    save_file({"input_ids": input_ids, "attention_mask": attention_mask, "head_weight": head_w, "head_bias": head_b,
+               "labels": labels, "loss": loss.detach().reshape(1), **grads}, out / "gradients.safetensors")
+    print(f"tiny_bert gradients: {len(grads)} tensors, loss {loss.item():.6f}")
 
 
 def small_tokenizer(dest):
