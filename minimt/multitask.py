@@ -16,13 +16,16 @@ from minimt.pooling import normalize
 from minimt.tokenizer import MAX_TOKENS
 
 
+HEADS = ("linear", "mlp")
+
+
 class Head(nn.Module):
     """linear: Dropout -> Linear.  mlp: Linear -> GELU -> Dropout -> Linear (one hidden layer of width H)."""
 
     def __init__(self, dim, n_labels, kind="linear", dropout=0.1):
         super().__init__()
-        if kind not in ("linear", "mlp"):
-            raise ValueError(f"head {kind!r} is not known; use 'linear' or 'mlp'")
+        if kind not in HEADS:
+            raise ValueError(f"head {kind!r} is not known; use one of {HEADS}")
         self.hidden = nn.Linear(dim, dim) if kind == "mlp" else None
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(dim, n_labels)

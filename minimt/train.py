@@ -18,11 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from minimt import checkpoint, distributed
-from minimt.data import IGNORE, Source, check_labels, collate, encode_labels, label_maps, load_splits, plan_epoch
+from minimt.data import IGNORE, MODES, Source, check_labels, collate, encode_labels, label_maps, load_splits, plan_epoch
 from minimt.encoder import SentenceEncoder
 from minimt.evaluate import evaluate
 from minimt.freeze import freeze, open_units, param_groups, trainable_table, unfreeze_schedule
-from minimt.multitask import EmbeddingCache, MultiTaskModel
+from minimt.multitask import HEADS, EmbeddingCache, MultiTaskModel
+
+
+SCHEDULES = ("linear", "cosine", "constant")  # what lr_at does after warmup
 
 
 @dataclass
@@ -62,8 +65,7 @@ class TrainConfig:
     stop_after: int = 0              # > 0: stop after this many steps of this run (to test --resume)
 
     def __post_init__(self):
-        checks = {"mixing": ("joint", "round_robin", "proportional"), "schedule": ("linear", "cosine", "constant"),
-                  "head": ("linear", "mlp")}
+        checks = {"mixing": MODES, "schedule": SCHEDULES, "head": HEADS}
         for key, allowed in checks.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key}={getattr(self, key)!r} is not supported; use one of {list(allowed)}")
