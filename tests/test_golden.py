@@ -75,10 +75,12 @@ def test_tiny_bert_base_dialect(attention):
         assert_close(hidden[b, :n], g["last_hidden_state"][b, :n], TOL, f"tiny BERT row {b} ({attention})")
 
 
+@pytest.mark.parametrize("qkv_rows", [0, 10**9])  # Q/K/V from one stacked matmul, or from three
 @pytest.mark.parametrize("layout", ["packed", "padded"])
-def test_tiny_bert_gradients_equal_transformers(layout):
+def test_tiny_bert_gradients_equal_transformers(layout, qkv_rows, monkeypatch):
     """The backward: a fixed loss (mean pooling, a fixed linear head, cross-entropy; dropout off) on padded texts of
     mixed lengths; every parameter's gradient == transformers' BertModel's (make_golden.py)."""
+    monkeypatch.setattr("minimt.model.FUSED_QKV_ROWS", qkv_rows)
     from minimt.model import Packed
     from minimt.pooling import pool, pool_packed
     from minimt.weights import checkpoint_name

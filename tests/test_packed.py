@@ -19,6 +19,13 @@ TEXTS = ["", "a", "A man is playing a guitar.", "Someone plays the guitar!", "Th
          "word " * 300, "two words", "Tokens: ünïcödé, emoji 🙂, digits 12345.", "x y", "short one", "short two"]
 
 
+@pytest.fixture(params=["stacked", "separate"])
+def qkv(request, monkeypatch):
+    """Run a test with both Q/K/V paths: one stacked matmul (big batches) and three (a few tokens)."""
+    monkeypatch.setattr("minimt.model.FUSED_QKV_ROWS", 0 if request.param == "stacked" else 10**9)
+    return request.param
+
+
 def padded_vectors(enc, texts, normalized=True):
     """The readable reference: pad every text to the longest, mask the padding, pool over real tokens."""
     batch = enc.tokenizer(texts)
@@ -38,7 +45,7 @@ def test_runs_of_equal_length():
 
 @pytest.mark.parametrize("attention", ["sdpa", "manual"])
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
-def test_packed_equals_padded_minilm(own_minilm, pooling, attention):
+def test_packed_equals_padded_minilm(own_minilm, pooling, attention, qkv):
     own_minilm.config.pooling = pooling
     own_minilm.model.set_attention(attention)
     with torch.no_grad():
@@ -47,7 +54,7 @@ def test_packed_equals_padded_minilm(own_minilm, pooling, attention):
 
 
 @pytest.mark.parametrize("max_tokens", [1, 64, 4096])
-def test_packed_equals_padded_any_batching(tiny_encoder, max_tokens):
+def test_packed_equals_padded_any_batching(tiny_encoder, max_tokens, qkv):
     """A random tiny model (weights far from a trained checkpoint's) with every batch shape from 1 text up."""
     texts = TEXTS * 3
     with torch.no_grad():
@@ -95,7 +102,7 @@ def test_tiny_config_packed_equals_padded():
 
 
 @pytest.mark.parametrize("freeze_to", [0, 1])
-def test_training_gradients_packed_equal_padded(tiny_encoder, freeze_to):
+def test_training_gradients_packed_equal_padded(tiny_encoder, freeze_to, qkv):
     """Dropout off: loss and every gradient through MultiTaskModel.forward (packed) == the padded forward's
     (layers below freeze_to frozen)."""
     tasks = {"topic": ["a", "b", "c"]}
