@@ -22,8 +22,8 @@ print(f"all-MiniLM-L6-v2: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_siz
 
 embeddings = model.encode(sentences)  # (6, 384) float32, each row of length 1
 print(f"\nembeddings: shape {embeddings.shape}, dtype {embeddings.dtype}")
-for s, e in zip(sentences, embeddings):
-    print(f"  {s[:40]:<40} [{', '.join(f'{x:+.7f}' for x in e[:4])}, ...]  |e| = {np.linalg.norm(e):.4f}")
+for s, e in zip(sentences, embeddings):  # 5 decimals: the 7th varies with the CPU's summation order
+    print(f"  {s[:40]:<40} [{', '.join(f'{x:+.5f}' for x in e[:4])}, ...]  |e| = {np.linalg.norm(e):.4f}")
 
 print("\ncosine similarity (rows and columns in the order above):")
 sim = cos_sim(embeddings, embeddings)  # (6, 6)
