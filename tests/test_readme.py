@@ -1,5 +1,5 @@
-"""What a reader of the README relies on: the files it names exist, its `make` commands are targets, and the
-functions and classes it cites are defined where it says.
+"""What a reader of the README relies on: the files it names exist, its `make` commands are targets, the
+functions and classes it cites are defined where it says, and `make demo` prints what it shows.
 
 The citation convention, in README.md and tests/bench/README.md: [`name`](minimt/file.py) or, for a method or
 attribute, [`Class.name`](minimt/file.py). Line numbers are never cited, so a code edit that keeps the names
@@ -106,3 +106,14 @@ def test_the_generated_blocks_have_their_markers():
     bench = READMES[1].read_text(encoding="utf-8")
     for text, name in ((README, "bench-summary"), (README, "study"), (bench, "bench")):
         assert text.count(f"<!-- {name}:start -->") == 1 and text.count(f"<!-- {name}:end -->") == 1, name
+
+
+def test_make_demo_prints_what_the_readme_shows(minilm_dir):
+    """The README's first output block is examples/01_embed.py's output (`make demo`), line for line."""
+    import subprocess
+    import sys
+    block = re.search(r"`make demo` prints:\n\n```\n(.*?)```", README, re.S)
+    assert block, "the README has no `make demo` output block"
+    run = subprocess.run([sys.executable, str(ROOT / "examples" / "01_embed.py")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines() == block.group(1).strip().splitlines()
