@@ -132,7 +132,8 @@ def run_export(src, out_dir):
     from pathlib import Path
     from minimt import MultiTaskModel, SentenceEncoder
     src = Path(src)
-    is_encoder = ((src / "config.json").exists() or (src / "modules.json").exists()) and not (src / "heads.json").exists()
+    is_model_dir = (src / "config.json").exists() or (src / "modules.json").exists()
+    is_encoder = is_model_dir and not (src / "heads.json").exists()
     if is_encoder:  # a model directory: the encoder alone
         out = SentenceEncoder.from_pretrained(src).save(out_dir)
     else:  # a training checkpoint (or an export with heads): the encoder and its heads

@@ -65,7 +65,8 @@ def tokenizer_config(tokenizer, max_seq_length):
         if tokenizer.tok.token_to_id(token) is None:
             raise ValueError(f"the tokenizer has no {token} token; minimt exports BERT WordPiece tokenizers only")
     return {"tokenizer_class": "BertTokenizer", "do_lower_case": norm.get("lowercase", True),
-            "strip_accents": norm.get("strip_accents"), "tokenize_chinese_chars": norm.get("handle_chinese_chars", True),
+            "strip_accents": norm.get("strip_accents"),
+            "tokenize_chinese_chars": norm.get("handle_chinese_chars", True),
             "model_max_length": max_seq_length, **SPECIAL}
 
 

@@ -101,7 +101,7 @@ class SelfAttention(nn.Module):
         if x.numel() // x.shape[-1] >= FUSED_QKV_ROWS:
             w = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3H, H)
             b = torch.cat([self.query.bias, self.key.bias, self.value.bias])        # (3H,)
-            q, k, v = F.linear(x, w, b).chunk(3, dim=-1)                            # 3 views of (..., 3H)
+            q, k, v = F.linear(x, w, b).chunk(3, dim=-1)                            # 3 x (..., H) views
         else:
             q, k, v = self.query(x), self.key(x), self.value(x)
         if isinstance(layout, torch.Tensor):  # padded: x (B, T, H), layout the (B, 1, 1, T) additive mask

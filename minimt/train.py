@@ -69,6 +69,8 @@ class TrainConfig:
         for key, allowed in checks.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key}={getattr(self, key)!r} is not supported; use one of {list(allowed)}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every={self.log_every} must be >= 1 (steps between training-loss lines)")
         if self.cache_embeddings and "backbone" not in self.freeze and "all" not in self.freeze:
             raise ValueError("cache_embeddings needs the backbone frozen: add \"backbone\" to freeze")
         if self.cache_embeddings and self.unfreeze_every:
@@ -229,7 +231,7 @@ def train(cfg: TrainConfig):
     while step < total:
         t0 = time.perf_counter()
         epoch, in_epoch = divmod(step, per_epoch)
-        if in_epoch == 0 or plan is None:  # the epoch's batches: a pure function of (seed, epoch), so --resume finds its place
+        if in_epoch == 0 or plan is None:  # a pure function of (seed, epoch): --resume finds its place in it
             plan = plan_epoch(train_set, tasks, cfg.batch_size, cfg.mixing, cfg.seed, epoch, cfg.temperature)
         micro = [(task, [train_set[i] for i in idx])
                  for task, idx in plan[in_epoch * cfg.grad_accum:(in_epoch + 1) * cfg.grad_accum]]

@@ -60,7 +60,8 @@ def check(name, export_dir, texts, original=None):
     c = ours.config
     hf, bad = hf_embed(str(export_dir), texts, c.pooling, c.normalize, c.max_seq_length)
     rows = [(name, "sentence-transformers", float(np.abs(st - mine).max()), "")]
-    rows.append((name, "transformers AutoModel", float(np.abs(hf - mine).max()), str(bad) if bad else "no missing or unexpected key"))
+    keys = str(bad) if bad else "no missing or unexpected key"
+    rows.append((name, "transformers AutoModel", float(np.abs(hf - mine).max()), keys))
     if original is not None:
         ref = SentenceTransformer(str(original), device="cpu").encode(texts, batch_size=64)
         rows.append((name, "ST on the original dir", float(np.abs(ref - mine).max()), ""))
