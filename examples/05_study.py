@@ -116,7 +116,7 @@ def zero_shot():
     test = load_splits([Source(**s) for s in cfg.sources], None, cfg.split_seed)["test"]
     enc = SentenceEncoder.from_pretrained(cfg.model)
     enc.max_seq_length = cfg.max_seq_length
-    emb = enc.encode([ex.text for ex in test], convert_to="torch")
+    emb = enc.encode([ex.text for ex in test], convert_to_tensor=True)
     from minimt.metrics import accuracy, confusion, macro_f1
     out = {}
     for task, prompts in PROMPTS.items():

@@ -38,6 +38,7 @@ class BertConfig:
     pooling: str = "mean"                 # "mean" | "cls" | "max": how token vectors become one sentence vector
     normalize: bool = True                # L2-normalise the sentence vector (modules.json lists Normalize)
     do_lower_case: bool = False           # sentence-transformers' own lower-casing, before the tokenizer's
+    similarity_fn_name: str = "cosine"    # "cosine" | "dot": what model.similarity computes (ST's setting)
 
     def __post_init__(self):
         if self.hidden_size % self.num_attention_heads:
@@ -45,6 +46,9 @@ class BertConfig:
                              f"{self.num_attention_heads}; each head needs an equal slice")
         if self.pooling not in POOLERS:
             raise ValueError(f"pooling {self.pooling!r} is not supported; use one of {', '.join(POOLERS)}")
+        if self.similarity_fn_name not in SIMILARITY_FUNCTIONS:
+            raise ValueError(f"similarity_fn_name {self.similarity_fn_name!r} is not supported; minimt implements "
+                             f"{', '.join(SIMILARITY_FUNCTIONS)}")
         if self.max_seq_length > self.max_position_embeddings:
             raise ValueError(f"max_seq_length {self.max_seq_length} exceeds max_position_embeddings "
                              f"{self.max_position_embeddings}: there is no position vector past that")
@@ -81,12 +85,16 @@ class BertConfig:
             kw["max_seq_length"] = min(hf.get("max_position_embeddings", 512), model_max)
         kw["do_lower_case"] = bool(st.get("do_lower_case", False))
 
+        st_cfg = path / "config_sentence_transformers.json"
+        if st_cfg.exists():
+            kw["similarity_fn_name"] = _read_json(st_cfg).get("similarity_fn_name") or "cosine"
         kw["pooling"], kw["normalize"] = "mean", False
         if (path / "modules.json").exists():
             kw["pooling"], kw["normalize"] = _read_modules(path)
         return cls(**kw)
 
 
+SIMILARITY_FUNCTIONS = ("cosine", "dot")  # minimt.similarity.SIMILARITY computes each
 # DistilBertConfig name -> BertConfig name; everything else a DistilBERT config holds has the same meaning
 DISTILBERT_FIELDS = {"dim": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
                      "hidden_dim": "intermediate_size", "activation": "hidden_act", "dropout": "hidden_dropout_prob",

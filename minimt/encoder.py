@@ -30,7 +30,7 @@ class SentenceEncoder:
         self.config = model.config
 
     @classmethod
-    def from_pretrained(cls, name_or_path="all-MiniLM-L6-v2", dtype="float32", attention="sdpa"):
+    def from_pretrained(cls, name_or_path="all-MiniLM-L6-v2", dtype="float32", attention="sdpa", device="cpu"):
         """A directory (a sentence-transformers or Hugging Face checkpoint, a minimt export, or a training
         checkpoint such as runs/train/best), or a Hub id / name, found or fetched by download.locate."""
         if dtype not in DTYPES:
@@ -47,7 +47,7 @@ class SentenceEncoder:
             tokenizer = Tokenizer(model_dir / "tokenizer.json", cfg.max_seq_length, cfg.do_lower_case)
         model.set_attention(attention)
         model.to(DTYPES[dtype])
-        return cls(model.eval(), tokenizer)  # a model of its own: inference, no dropout
+        return cls(model.eval(), tokenizer).to(device)  # a model of its own: inference, no dropout
 
     def save(self, path):
         """Write a standard sentence-transformers directory (minimt/export.py) that sentence-transformers,
@@ -58,6 +58,24 @@ class SentenceEncoder:
     @property
     def dim(self):
         return self.config.hidden_size
+
+    def get_sentence_embedding_dimension(self):
+        return self.dim
+
+    @property
+    def device(self):
+        return self.model.embeddings.word.weight.device
+
+    def to(self, device):
+        """Move the model to a device ("cpu", "cuda", "cuda:1", "mps", or "auto": the best one present)."""
+        self.model.to(pick_device(device))
+        return self
+
+    def similarity(self, a, b):
+        """The model's similarity function (config_sentence_transformers.json's similarity_fn_name) of two sets
+        of embeddings: (N, D) x (M, D) -> (N, M)."""
+        from minimt.similarity import SIMILARITY
+        return SIMILARITY[self.config.similarity_fn_name](a, b)
 
     @property
     def max_seq_length(self):
@@ -72,20 +90,30 @@ class SentenceEncoder:
         self.tokenizer.set_max_seq_length(n)
 
     @torch.inference_mode()
-    def encode(self, sentences, batch_size=None, normalize=None, convert_to="numpy", show_progress_bar=False,
-               max_tokens=MAX_TOKENS):
-        """str -> (D,) vector; list of str -> (N, D). float32 numpy by default, or a torch tensor.
+    def encode(self, sentences, batch_size=None, show_progress_bar=False, convert_to_numpy=True,
+               convert_to_tensor=False, normalize_embeddings=False, device=None, precision="float32",
+               max_tokens=MAX_TOKENS, normalize=None):
+        """str -> (D,) vector; list of str -> (N, D): sentence-transformers' encode, with its keyword names.
 
-        A batch holds at most max_tokens tokens (texts x longest) and, if batch_size is given, at most batch_size
-        texts. Batching changes the speed, never the result beyond float rounding (~1e-7)."""
+        convert_to_tensor: a torch tensor (on the model's device) instead of float32 numpy; convert_to_numpy=False
+        and no tensor: a list of (D,) tensors. normalize_embeddings: L2-normalise even if the model has no Normalize
+        module; normalize=False (minimt's own): skip the model's Normalize too. device: move the model there first.
+        precision: "float32" only (ST's int8/binary quantisations are not implemented). A batch holds at most
+        max_tokens tokens (texts x longest) and, if batch_size is given, at most batch_size texts; batching changes
+        the speed, never the result beyond float rounding (~1e-7)."""
         single = isinstance(sentences, str)
         texts = [sentences] if single else _check_texts(sentences)
-        if convert_to not in ("numpy", "torch"):
-            raise ValueError(f"convert_to={convert_to!r} is not supported; use 'numpy' or 'torch'")
+        if precision != "float32":
+            raise ValueError(f"precision={precision!r} is not supported; minimt returns 'float32' embeddings "
+                             f"(for bfloat16 compute, load with from_pretrained(..., dtype='bfloat16'))")
         for name, v in (("batch_size", batch_size), ("max_tokens", max_tokens)):
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
-        normalize = self.config.normalize if normalize is None else normalize
+        if normalize not in (None, True, False):
+            raise ValueError(f"normalize={normalize!r} must be None (the model's setting), True or False")
+        if device is not None:
+            self.to(device)
+        normalize = normalize_embeddings or (self.config.normalize if normalize is None else normalize)
 
         out = torch.empty(len(texts), self.dim, dtype=torch.float32)
         was_training = self.model.training  # a model shared with training is put back as it was
@@ -107,13 +135,27 @@ class SentenceEncoder:
         if show_progress_bar:
             print(file=sys.stderr)
 
-        if single:
-            out = out[0]
-        return out if convert_to == "torch" else out.numpy()
+        if convert_to_tensor:
+            out = out.to(self.device)
+            return out[0] if single else out
+        if not convert_to_numpy:
+            return list(out) if not single else out[0]
+        return out[0].numpy() if single else out.numpy()
 
     def embed_batch(self, ids):
         """Token-id lists sorted longest first -> pooled (b, H) vectors."""
         return embed_sorted(self.model, ids)
+
+
+def pick_device(device):
+    """"auto": cuda if present, else mps, else cpu; anything else as given."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
 
 
 def embed_sorted(bert, ids):

@@ -91,7 +91,7 @@ def save_sentence_transformer(bert, tokenizer, path, multitask=None):
         (tmp / "2_Normalize").mkdir()
     write_json(tmp / "modules.json", [{"idx": i, "name": str(i), "path": folder, "type": MODULE_TYPES[kind]}
                                       for i, (kind, folder) in enumerate(modules)])
-    write_json(tmp / "config_sentence_transformers.json", {"similarity_fn_name": "cosine", "prompts": {},
+    write_json(tmp / "config_sentence_transformers.json", {"similarity_fn_name": cfg.similarity_fn_name, "prompts": {},
                                                            "default_prompt_name": None})
     if multitask is not None:
         save_file({k: v.detach().float().contiguous() for k, v in multitask.heads.state_dict().items()},

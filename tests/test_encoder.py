@@ -27,7 +27,7 @@ def test_output_order_is_input_order(minilm):
 def test_types_and_shapes(minilm):
     v = minilm.encode("hello")
     assert isinstance(v, np.ndarray) and v.shape == (384,) and v.dtype == np.float32
-    m = minilm.encode(["hello", "world"], convert_to="torch")
+    m = minilm.encode(["hello", "world"], convert_to_tensor=True)
     assert isinstance(m, torch.Tensor) and m.shape == (2, 384) and m.dtype == torch.float32
     assert_close(m.norm(dim=1), [1.0, 1.0], 1e-6, "normalised by default (modules.json has Normalize)")
     raw = minilm.encode(["hello"], normalize=False)
@@ -39,7 +39,7 @@ def test_types_and_shapes(minilm):
 def test_empty_list(minilm):
     e = minilm.encode([])
     assert isinstance(e, np.ndarray) and e.shape == (0, 384)
-    assert minilm.encode([], convert_to="torch").shape == (0, 384)
+    assert minilm.encode([], convert_to_tensor=True).shape == (0, 384)
 
 
 def test_degenerate_strings_encode(minilm):
@@ -61,8 +61,10 @@ def test_bad_input_raises(minilm, bad, error, message):
 
 
 def test_bad_options_raise(minilm):
-    with pytest.raises(ValueError, match="convert_to='list' is not supported"):
-        minilm.encode(["a"], convert_to="list")
+    with pytest.raises(ValueError, match="precision='int8' is not supported"):
+        minilm.encode(["a"], precision="int8")
+    with pytest.raises(ValueError, match="normalize='no' must be None"):
+        minilm.encode(["a"], normalize="no")
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         minilm.encode(["a"], batch_size=0)
 

@@ -10,6 +10,9 @@ tests that read these files need only minimt's dependencies. Outputs, next to th
   st/                    directories written by sentence-transformers itself, with its encode() of TEXTS:
                          a random BERT saved twice (CLS pooling + Normalize; max pooling, no Normalize), and a
                          random DistilBERT, bare (transformers' save_pretrained) and saved by sentence-transformers
+  util.json              sentence-transformers' util functions (semantic_search with chunks and both score functions,
+                         paraphrase mining, community detection) on fixed embeddings, and its paraphrase_mining and
+                         model.similarity with all-MiniLM-L6-v2 on sentences
   bert_keys.json         every tensor name and shape of transformers' BertModel for all-MiniLM-L6-v2: what an
                          export must contain for AutoModel.from_pretrained to find no missing or unexpected key
 """
@@ -244,6 +247,39 @@ def st_dirs():
     print(f"st: {len(tensors)} directories, vocabulary {n_vocab}: {meta['dirs']}")
 
 
+PARAPHRASE_SENTENCES = [
+    "The cat sits outside", "A man is playing guitar", "I love pasta", "The new movie is awesome",
+    "The cat plays in the garden", "A woman watches TV", "The new movie is so great", "Do you like pizza?",
+    "A man plays the guitar", "Someone is watching television", "Pasta is what I like best", "The dog runs outside"]
+
+
+def util_cases():
+    from sentence_transformers import util
+    g = torch.Generator().manual_seed(3)
+    centres = torch.randn(3, 16, generator=g)
+    emb = torch.cat([centres[i] + 0.35 * torch.randn(15, 16, generator=g) for i in range(3)]
+                    + [torch.randn(15, 16, generator=g)])                               # (60, 16): 3 clusters + noise
+    emb = emb[torch.randperm(60, generator=g)]
+    queries = emb[:7] + 0.1 * torch.randn(7, 16, generator=g)
+    cases = {
+        "cos_sim": util.cos_sim(emb[:4], emb[:6]).tolist(),
+        "dot_score": util.dot_score(emb[:4], emb[:6]).tolist(),
+        "semantic_search": util.semantic_search(queries, emb, query_chunk_size=3, corpus_chunk_size=20, top_k=5),
+        "semantic_search_dot": util.semantic_search(queries, emb, top_k=4, score_function=util.dot_score),
+        "paraphrase_mining_embeddings": util.paraphrase_mining_embeddings(emb, query_chunk_size=11,
+                                                                          corpus_chunk_size=17, max_pairs=40, top_k=4),
+        "community_detection": util.community_detection(emb, threshold=0.8, min_community_size=5, batch_size=16),
+    }
+    st = SentenceTransformer(str(MINILM), device="cpu")
+    cases["paraphrase_mining"] = util.paraphrase_mining(st, PARAPHRASE_SENTENCES, top_k=3, max_pairs=10)
+    e = st.encode(PARAPHRASE_SENTENCES[:3])
+    cases["model_similarity"] = st.similarity(e, e).tolist()
+    meta = {"versions": versions(), "embeddings": emb.tolist(), "queries": queries.tolist(),
+            "sentences": PARAPHRASE_SENTENCES, "cases": cases}
+    (HERE / "util.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    print(f"util: {len(cases)} cases; communities {[len(c) for c in cases['community_detection']]}")
+
+
 def bert_keys():
     model = transformers.AutoModel.from_pretrained(str(MINILM))
     keys = {k: list(v.shape) for k, v in model.state_dict().items()}
@@ -256,4 +292,5 @@ if __name__ == "__main__":
     minilm()
     tiny_bert()
     st_dirs()
+    util_cases()
     bert_keys()
