@@ -108,6 +108,7 @@ def main(argv=None):
     if args.cmd == "embed" and args.input:
         from minimt.corpus import embed_file
         n, d = embed_file(enc, args.input, args.output, args.chunk, log=lambda msg: print(msg, file=sys.stderr),
+                          show_progress_bar=sys.stderr.isatty(),
                           normalize=False if args.no_normalize else None)
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank gets here; one reports
             print(f"wrote {n} x {d} embeddings of {args.input} to {args.output}")

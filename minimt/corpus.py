@@ -15,6 +15,7 @@ import ctypes.util
 from itertools import islice
 
 import numpy as np
+from tqdm import tqdm  # installed with huggingface-hub
 
 from minimt import distributed
 from minimt.encoder import CHUNK
@@ -43,8 +44,9 @@ def read_chunks(path, size=CHUNK):
             start += len(chunk)
 
 
-def embed_file(encoder, src, dst, chunk=CHUNK, log=print, **encode_kwargs):
-    """Encode every line of src into the .npy file dst; returns the array's shape."""
+def embed_file(encoder, src, dst, chunk=CHUNK, log=print, show_progress_bar=False, **encode_kwargs):
+    """Encode every line of src into the .npy file dst; returns the array's shape. The progress bar counts the
+    lines this process encodes."""
     rank, world = distributed.init()
     n = count_lines(src)
     if n == 0:
@@ -52,6 +54,9 @@ def embed_file(encoder, src, dst, chunk=CHUNK, log=print, **encode_kwargs):
     if rank == 0:  # one rank creates the file with its final shape; the others wait until it exists
         np.lib.format.open_memmap(dst, mode="w+", dtype=np.float32, shape=(n, encoder.dim)).flush()
     distributed.barrier()
+    mine = sum(min(chunk, n - s) for s in range(rank * chunk, n, world * chunk))
+    bar = tqdm(total=mine, desc=f"embed (rank {rank})" if world > 1 else "embed", unit="line",
+               disable=not show_progress_bar)
     for k, (start, texts) in enumerate(read_chunks(src, chunk)):
         if k % world != rank:
             continue
@@ -61,6 +66,9 @@ def embed_file(encoder, src, dst, chunk=CHUNK, log=print, **encode_kwargs):
         out.flush()
         del out
         release_freed_memory()
-        log(f"rank {rank}: lines {start}..{start + len(texts) - 1} of {n}")
+        bar.update(len(texts))
+        if not show_progress_bar:
+            log(f"rank {rank}: lines {start}..{start + len(texts) - 1} of {n}")
+    bar.close()
     distributed.finish()
     return n, encoder.dim

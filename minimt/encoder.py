@@ -7,9 +7,8 @@
 Sorting is what makes packing pay: texts of similar length share a batch, so a batch holds a few runs of
 equal-length texts and no padding at all (model.Packed). The same function trains (multitask.py).
 """
-import sys
-
 import torch
+from tqdm import tqdm  # installed with huggingface-hub
 
 from minimt import download
 from minimt.config import BertConfig, transformer_dir
@@ -118,6 +117,7 @@ class SentenceEncoder:
         out = torch.empty(len(texts), self.dim, dtype=torch.float32)
         was_training = self.model.training  # a model shared with training is put back as it was
         self.model.eval()
+        bar = tqdm(total=len(texts), desc="encode", unit="text", disable=not show_progress_bar)
         try:
             # texts are tokenized and sorted a chunk at a time: memory beyond `out` stays flat for any corpus size
             for c0 in range(0, len(texts), CHUNK):
@@ -127,13 +127,10 @@ class SentenceEncoder:
                     if normalize:
                         emb = l2_normalize(emb)
                     out[[c0 + i for i in idx]] = emb.cpu()                        # scatter back to input order
-                if show_progress_bar:
-                    print(f"\rencoded {min(c0 + CHUNK, len(texts))}/{len(texts)}", end="", file=sys.stderr,
-                          flush=True)
+                    bar.update(len(idx))
         finally:
             self.model.train(was_training)
-        if show_progress_bar:
-            print(file=sys.stderr)
+            bar.close()
 
         if convert_to_tensor:
             out = out.to(self.device)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm  # installed with huggingface-hub
 
 from minimt import checkpoint, distributed
 from minimt.data import IGNORE, MODES, Source, check_labels, collate, encode_labels, label_maps, load_splits, plan_epoch
@@ -228,6 +229,7 @@ def train(cfg: TrainConfig):
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     metrics = open(Path(cfg.out_dir) / "metrics.jsonl", "a", encoding="utf-8") if rank == 0 else None
     run_steps, seen, train_time, plan = 0, 0, 0.0, None
+    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=rank != 0 or not sys.stderr.isatty())
     while step < total:
         t0 = time.perf_counter()
         epoch, in_epoch = divmod(step, per_epoch)
@@ -243,15 +245,17 @@ def train(cfg: TrainConfig):
         loss = train_step(model, opt, micro, cfg, maps, cache, (rank, world))
         step, run_steps, seen = step + 1, run_steps + 1, seen + sum(len(ex) for _, ex in micro)
         train_time += time.perf_counter() - t0
+        bar.update(1)
         if rank == 0 and (step % cfg.log_every == 0 or step == total):
             log_line(metrics, step=step, epoch=step / per_epoch, split="train", loss=loss, lr=lrs(opt))
-            progress(step, total, loss)
+            progress(bar, step, total, loss, max(lrs(opt).values()), seen / train_time)
         if rank == 0 and (step % (cfg.eval_every or per_epoch) == 0 or step == total):
             best = evaluate_and_save(model, opt, cfg, splits["dev"], maps, cache, step, best, step / per_epoch,
                                      seen / train_time, metrics)
         if cfg.stop_after and run_steps >= cfg.stop_after and step < total:
             log(f"stopping after {run_steps} steps as asked (stop_after); continue with --resume")
             break
+    bar.close()
     if rank == 0 and step == total:
         model = score_best(cfg, splits, maps, step, step / per_epoch, metrics)
     if metrics:
@@ -296,12 +300,12 @@ def quiet(*args, **kwargs):
     pass
 
 
-def progress(step, total, loss):
-    """The training loss: a live line on a terminal, a plain line each log_every steps in a log file or CI."""
-    if sys.stderr.isatty():
-        print(f"\rstep {step}/{total}  loss {loss:.4f}", end="", file=sys.stderr, flush=True)
+def progress(bar, step, total, loss, lr, rate):
+    """Every log_every steps: on a terminal, the tqdm bar's loss, lr and speed; in a log file or CI, a plain line."""
+    if not bar.disable:
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.0f}")
     else:
-        print(f"step {step}/{total}  loss {loss:.4f}", file=sys.stderr, flush=True)
+        print(f"step {step}/{total}  loss {loss:.4f}  lr {lr:.2e}  {rate:.0f} samples/s", file=sys.stderr, flush=True)
 
 
 def parse_overrides(cfg_dict, args):
