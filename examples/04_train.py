@@ -11,10 +11,12 @@ runs/train/predictions.jsonl.
 import sys
 from pathlib import Path
 
+from minimt.plot import plot_run
 from minimt.train import load_config, train
 
 cfg = load_config(Path(__file__).with_name("train_multidomain.json"), sys.argv[1:])
 model = train(cfg)
+print(f"curves: {plot_run(cfg.out_dir)}")  # loss, lr and dev scores against steps (python -m minimt plot)
 
 # written for this example: none of these is in the dataset
 reviews = [

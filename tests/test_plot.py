@@ -1,0 +1,36 @@
+"""python -m minimt plot: a PNG of a run's curves, from its metrics.jsonl; a clear error without matplotlib."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from minimt.plot import plot_run
+
+
+def write_run(d):
+    rows = [{"step": s, "epoch": s / 10, "split": "train", "loss": 2.0 / s, "lr": {"layer.0": 1e-4 / s, "head.t": 1e-3}}
+            for s in range(1, 11)]
+    rows += [{"step": s, "split": "dev", "task": t, "accuracy": 0.5 + s / 40, "macro_f1": 0.4 + s / 40}
+             for s in (5, 10) for t in ("topic", "mood")]
+    rows += [{"step": 10, "split": "test", "task": "topic", "accuracy": 0.7, "macro_f1": 0.6, "checkpoint": "best"}]
+    d.mkdir()
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+def test_plot_writes_a_png(tmp_path):
+    run = write_run(tmp_path / "run")
+    out = subprocess.run([sys.executable, "-m", "minimt", "plot", str(run)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    png = run / "curves.png"
+    assert out.stdout.strip() == f"wrote {png}" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 10_000 and not list(run.glob(".*"))  # a real picture, no temporary file left
+
+
+def test_plot_errors_name_the_fix(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="metrics.jsonl is missing; plot takes a training run's out_dir"):
+        plot_run(tmp_path)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    with pytest.raises(RuntimeError, match=r"pip install 'minimt\[plot\]'"):
+        plot_run(write_run(tmp_path / "run"))
