@@ -19,7 +19,7 @@ def evaluate(model, examples, maps, split, batch_size=64, cache=None, records=Tr
         batch = collate(chunk, model.tokenizer, maps)
         logits = model.classify(cache(chunk) if cache is not None else model(batch["ids"]))
         for t in maps:
-            y, lg = batch["labels"][t], logits[t].float()
+            y, lg = batch["labels"][t].to(logits[t].device), logits[t].float()
             keep = y != IGNORE
             if keep.any():
                 loss_sum[t] += F.cross_entropy(lg[keep], y[keep], reduction="sum").item()

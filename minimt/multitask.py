@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minimt.encoder import embed_sorted
+from minimt.encoder import embed_sorted, pick_device
 from minimt.pooling import normalize
 from minimt.tokenizer import MAX_TOKENS
 
@@ -37,9 +37,10 @@ class Head(nn.Module):
 
 
 class MultiTaskModel(nn.Module):
-    def __init__(self, encoder, tasks, head="linear", dropout=0.1):
+    def __init__(self, encoder, tasks, head="linear", dropout=0.1, device=None):
         """encoder: a SentenceEncoder (its BertModel and tokenizer are shared, not copied);
-        tasks: {"topic": ["books", "dvd", ...], "sentiment": ["negative", "positive"]}, any number of tasks."""
+        tasks: {"topic": ["books", "dvd", ...], "sentiment": ["negative", "positive"]}, any number of tasks;
+        device: where the whole model goes ("cpu", "cuda", "auto", ...; default: the encoder's)."""
         super().__init__()
         if not isinstance(tasks, dict) or not tasks:
             raise ValueError("tasks must be a non-empty dict {task name: [label, ...]}")
@@ -55,6 +56,11 @@ class MultiTaskModel(nn.Module):
         self.head_kind, self.dropout = head, dropout
         self.heads = nn.ModuleDict({name: Head(self.config.hidden_size, len(labels), head, dropout)
                                     for name, labels in self.tasks.items()})
+        self.to(pick_device(device) if device is not None else self.device)  # the heads join the encoder
+
+    @property
+    def device(self):
+        return self.bert.embeddings.word.weight.device
 
     def units(self):
         """The blocks that freeze and unfreeze as a whole: embeddings, each layer, each head."""
@@ -134,7 +140,7 @@ class EmbeddingCache:
             raise ValueError("an embedding cache needs the whole backbone frozen: its vectors would go stale")
         texts = sorted(set(texts))
         self.row = {t: i for i, t in enumerate(texts)}
-        self.vectors = torch.empty(len(texts), model.config.hidden_size)  # (N, H)
+        self.vectors = torch.empty(len(texts), model.config.hidden_size, device=model.device)  # (N, H)
         was_training = model.training
         model.eval()
         for idx, batch in model.tokenizer.token_batches(model.tokenizer.encode(texts), max_tokens):
@@ -142,4 +148,4 @@ class EmbeddingCache:
         model.train(was_training)
 
     def __call__(self, examples):
-        return self.vectors[[self.row[ex.text] for ex in examples]]  # (B, H)
+        return self.vectors[[self.row[ex.text] for ex in examples]]  # (B, H), on the model's device

@@ -56,7 +56,8 @@ class TrainConfig:
     warmup: float = 0.1              # fraction of steps with linearly rising lr
     schedule: str = "linear"         # after warmup: "linear" | "cosine" decay to 0, or "constant"
     clip: float = 1.0                # max gradient norm (0 = no clipping)
-    bf16: bool = False               # bfloat16 autocast on CPU
+    bf16: bool = False               # bfloat16 autocast (on the CPU or a GPU)
+    device: str = "auto"             # "auto" = cuda if present, else mps, else cpu; or "cpu", "cuda:1", ...
     seed: int = 0
     eval_every: int = 0              # steps between dev evaluations; 0 = end of every epoch
     log_every: int = 10              # steps between training-loss lines (metrics.jsonl "split": "train", stderr)
@@ -150,7 +151,7 @@ def train_step(model, opt, micro, cfg, maps, cache=None, shard=(0, 1)):
     total = 0.0
     for task, examples in micro:
         mine = examples[rank::world]  # this process's share of the batch
-        labels = encode_labels(mine, maps)
+        labels = {t: y.to(model.device) for t, y in encode_labels(mine, maps).items()}
         counts = distributed.all_sum(torch.stack([(labels[t] != IGNORE).sum() for t in maps]))
         if mine:
             with autocast:
@@ -278,7 +279,7 @@ def load_data(cfg, log):
 
 
 def build_model(cfg, maps, log):
-    encoder = SentenceEncoder.from_pretrained(cfg.model)
+    encoder = SentenceEncoder.from_pretrained(cfg.model, device=cfg.device)
     if cfg.max_seq_length:
         encoder.max_seq_length = cfg.max_seq_length
     model = MultiTaskModel(encoder, maps, head=cfg.head, dropout=cfg.dropout)

@@ -1,0 +1,40 @@
+"""Every device present: the CPU always, CUDA and MPS where they exist. Encoding gives the CPU's numbers, one
+training step runs, and every tensor stays on the model's device."""
+import pytest
+import torch
+
+from helpers import assert_close
+from minimt import SentenceEncoder
+from minimt.data import Example
+from minimt.encoder import pick_device
+from minimt.multitask import MultiTaskModel
+from minimt.train import TrainConfig, build_optimizer, train_step
+
+DEVICES = ["cpu"] + ["cuda"] * torch.cuda.is_available() + ["mps"] * torch.backends.mps.is_available()
+TEXTS = ["A man is playing a guitar.", "", "word " * 300, "short"]
+
+
+def test_auto_picks_the_best_device_present():
+    want = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert pick_device("auto").type == want
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_encode_on_each_device(minilm_dir, minilm, device):
+    enc = SentenceEncoder.from_pretrained(minilm_dir, device=device)
+    t = enc.encode(TEXTS, convert_to_tensor=True)
+    assert t.device.type == device and enc.device.type == device
+    assert_close(t.cpu(), minilm.encode(TEXTS), 1e-5, f"encode on {device} vs cpu")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_one_training_step_on_each_device(tiny_encoder, device):
+    model = MultiTaskModel(tiny_encoder, {"topic": ["a", "b"]}, device=device)
+    assert {p.device.type for p in model.parameters()} == {device}
+    cfg = TrainConfig(lr=1e-3)
+    opt = build_optimizer(model, cfg)
+    before = model.heads.topic.out.weight.detach().clone()
+    examples = [Example(f"x:{i}", t, {"topic": "ab"[i % 2]}) for i, t in enumerate(TEXTS)]
+    loss = train_step(model, opt, [(None, examples)], cfg, model.tasks)
+    assert torch.isfinite(torch.tensor(loss)) and not torch.equal(before, model.heads.topic.out.weight)
+    model.to("cpu")  # tiny_encoder is shared by other tests
