@@ -58,8 +58,11 @@ class SentenceEncoder:
     def dim(self):
         return self.config.hidden_size
 
-    def get_sentence_embedding_dimension(self):
+    def get_embedding_dimension(self):
+        """The embedding's length (sentence-transformers 6's name; get_sentence_embedding_dimension before it)."""
         return self.dim
+
+    get_sentence_embedding_dimension = get_embedding_dimension
 
     @property
     def device(self):

@@ -8,6 +8,8 @@ and, for the re-exported sentence-transformers directories, that the export stil
 computed on the original. Tolerance 1e-5 (float32, as the golden tests).
 Exports: all-MiniLM-L6-v2 (SentenceEncoder.save), `make train`'s best checkpoint (`minimt export`), and the
 CLS+Normalize, max-pooled and DistilBERT directories that sentence-transformers saved (tests/golden/st/).
+Last, a script written with sentence-transformers' names (encode's keywords, model.similarity, util.semantic_search
+with chunks, paraphrase_mining, community_detection) runs unchanged on both libraries, and gives the same results.
 """
 import subprocess
 import sys
@@ -71,7 +73,35 @@ def check(name, export_dir, texts, original=None):
     return ok
 
 
+def st_script(model, util, sentences):
+    """A script written against sentence-transformers, unchanged: only `model` and `util` differ between runs."""
+    emb = model.encode(sentences, convert_to_tensor=True, normalize_embeddings=True, batch_size=32)
+    hits = util.semantic_search(emb[:20], emb, top_k=5, corpus_chunk_size=97, query_chunk_size=7)
+    pairs = util.paraphrase_mining(model, sentences[:200], top_k=5, max_pairs=50)
+    communities = util.community_detection(emb, threshold=0.7, min_community_size=3)
+    return {"embeddings": emb.cpu(), "similarity": model.similarity(emb[:5], emb[:5]).cpu(),
+            "dim": model.get_sentence_embedding_dimension(),
+            "hits": [[h["corpus_id"] for h in q] for q in hits], "hit_scores": [[h["score"] for h in q] for q in hits],
+            "pairs": [p[1:] for p in pairs], "pair_scores": [p[0] for p in pairs], "communities": communities}
+
+
+def check_script(texts):
+    """The same script on sentence-transformers and on minimt: the same numbers within TOL, the same ids."""
+    from sentence_transformers import util as st_util
+    from minimt import util as mt_util
+    st = st_script(SentenceTransformer(str(fetch("all-MiniLM-L6-v2")), device="cpu"), st_util, texts)
+    mt = st_script(SentenceEncoder.from_pretrained("all-MiniLM-L6-v2"), mt_util, texts)
+    diffs = {k: float(np.abs(np.asarray(st[k]) - np.asarray(mt[k])).max())
+             for k in ("embeddings", "similarity", "hit_scores", "pair_scores")}
+    same = {k: st[k] == mt[k] for k in ("dim", "hits", "pairs", "communities")}
+    for k, d in diffs.items():
+        print(f"  ST names script            {k:<24} maxdiff {d:.1e}")
+    print(f"  ST names script            ids, pairs, communities, dim: {'equal' if all(same.values()) else same}")
+    return all(d <= TOL for d in diffs.values()) and all(same.values())
+
+
 def main():
+    warnings.simplefilter("ignore", FutureWarning)  # ST 6 renamed get_sentence_embedding_dimension; the script keeps it
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     print(f"sentence-transformers {sentence_transformers.__version__}, transformers {transformers.__version__}, "
@@ -94,6 +124,7 @@ def main():
         for d in ("st6_cls_normalize", "st6_max", "st6_distilbert"):
             src = ROOT / "tests" / "golden" / "st" / d
             ok &= check(f"{d} (save)", SentenceEncoder.from_pretrained(src).save(tmp / d), texts, original=src)
+    ok &= check_script(texts)
     print("interop: all loaded, all within tolerance" if ok else "interop: FAILED")
     return 0 if ok else 1
 
