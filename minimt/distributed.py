@@ -5,7 +5,7 @@ after backward the ranks add up their gradients, so every rank takes the same op
 would on the whole batch. DistributedDataParallel does that sum inside backward (in buckets, overlapping the
 communication); here it is one explicit all-reduce per tensor after backward. That also keeps working when
 gradual unfreezing opens tensors mid-run (DDP's wrapper would have to be rebuilt) and when heads train on cached
-embeddings (there is no forward for DDP to hook). minimt trains on the CPU, so the backend is gloo.
+embeddings (there is no forward for DDP to hook). The backend is gloo on the CPU, NCCL on GPUs (one per process).
 
     torchrun --nproc_per_node=2 -m minimt train CONFIG.json
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=2 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 -m minimt train CONFIG.json
@@ -16,14 +16,24 @@ import torch
 import torch.distributed as dist
 
 
-def init():
-    """(rank, world size). Starts the process group when torchrun launched more than one process."""
+def init(device="cpu"):
+    """(rank, world size). Starts the process group when torchrun launched more than one process: NCCL when the
+    tensors live on GPUs, gloo for the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")  # reads MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE set by torchrun
+    if not dist.is_initialized():  # reads MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE set by torchrun
+        dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
     return dist.get_rank(), world
+
+
+def local_device(device):
+    """The device this process trains on: under torchrun one GPU per process (cuda -> cuda:LOCAL_RANK)."""
+    from minimt.encoder import pick_device
+    d = pick_device(device)
+    if d.type == "cuda" and d.index is None and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return d
 
 
 def all_sum(t):

@@ -203,14 +203,15 @@ def score_best(cfg, splits, maps, step, epoch, metrics):
 
 
 def train(cfg: TrainConfig):
-    rank, world = distributed.init()
+    device = distributed.local_device(cfg.device)
+    rank, world = distributed.init(device)
     if world > 1 and cfg.resume:
         raise ValueError("resume with several processes is not supported yet (each rank's RNG would have to be "
                          "saved); resume with a single process")
     log = print if rank == 0 else quiet  # one process speaks, writes logs and checkpoints
     torch.manual_seed(cfg.seed)
     splits, maps = load_data(cfg, log)
-    model = build_model(cfg, maps, log)
+    model = build_model(cfg, maps, log, device)
     if world > 1:
         torch.manual_seed(cfg.seed + rank)  # same initial weights everywhere, different dropout per rank
     train_set, tasks = splits["train"], list(maps)
@@ -278,8 +279,8 @@ def load_data(cfg, log):
     return splits, maps
 
 
-def build_model(cfg, maps, log):
-    encoder = SentenceEncoder.from_pretrained(cfg.model, device=cfg.device)
+def build_model(cfg, maps, log, device):
+    encoder = SentenceEncoder.from_pretrained(cfg.model, device=device)
     if cfg.max_seq_length:
         encoder.max_seq_length = cfg.max_seq_length
     model = MultiTaskModel(encoder, maps, head=cfg.head, dropout=cfg.dropout)

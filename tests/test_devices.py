@@ -38,3 +38,11 @@ def test_one_training_step_on_each_device(tiny_encoder, device):
     loss = train_step(model, opt, [(None, examples)], cfg, model.tasks)
     assert torch.isfinite(torch.tensor(loss)) and not torch.equal(before, model.heads.topic.out.weight)
     model.to("cpu")  # tiny_encoder is shared by other tests
+
+
+def test_one_gpu_per_process_under_torchrun(monkeypatch):
+    from minimt.distributed import local_device
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert local_device("cuda") == torch.device("cuda", 1)     # torchrun's second process on one machine
+    assert local_device("cuda:0") == torch.device("cuda", 0)   # an explicit index is kept
+    assert local_device("cpu") == torch.device("cpu")
