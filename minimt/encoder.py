@@ -18,7 +18,7 @@ from minimt.pooling import pool_packed
 from minimt.tokenizer import MAX_TOKENS, Tokenizer
 from minimt.weights import load_weights
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # float16: CUDA only
 CHUNK = 4096  # texts sorted together; larger pads a little less, smaller holds fewer token lists at once
 
 
@@ -34,6 +34,9 @@ class SentenceEncoder:
         checkpoint such as runs/train/best), or a Hub id / name, found or fetched by download.locate."""
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}")
+        if dtype == "float16" and pick_device(device).type != "cuda":
+            raise ValueError(f"dtype 'float16' is for CUDA only (device {device!r}): CPUs compute it slowly and "
+                             f"without fp32 accumulation; use dtype='bfloat16' there")
         path = download.locate(name_or_path)
         if (path / "checkpoint.json").exists():  # a training checkpoint: its fine-tuned encoder, heads left out
             from minimt.checkpoint import load_encoder

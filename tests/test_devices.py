@@ -46,3 +46,11 @@ def test_one_gpu_per_process_under_torchrun(monkeypatch):
     assert local_device("cuda") == torch.device("cuda", 1)     # torchrun's second process on one machine
     assert local_device("cuda:0") == torch.device("cuda", 0)   # an explicit index is kept
     assert local_device("cpu") == torch.device("cpu")
+
+
+if "cuda" in DEVICES:  # defined where a GPU is present (fp16 is CUDA only), so nothing here is ever skipped
+    def test_float16_quality_gate_on_cuda(minilm_dir, minilm):
+        """fp16: every embedding within cosine 0.9995 of float32, the bf16 gate."""
+        texts = ["A man is playing a guitar.", "The stock market fell sharply today.", "word " * 300] * 20
+        fp16 = SentenceEncoder.from_pretrained(minilm_dir, dtype="float16", device="cuda")
+        assert (minilm.encode(texts) * fp16.encode(texts)).sum(1).min() >= 0.9995
