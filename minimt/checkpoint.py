@@ -89,25 +89,30 @@ def read_meta(path):
 
 def load_encoder(path):
     """The fine-tuned encoder alone: (BertModel, Tokenizer), every encoder tensor checked (strict); the heads are
-    not read. This is what SentenceEncoder.from_pretrained("runs/train/best") loads."""
-    path = find(path)
-    cfg = BertConfig(**read_meta(path)["model"])
-    model = BertModel(cfg)
-    state = {k[len("bert."):]: v for k, v in load_file(path / "model.safetensors").items()
-             if k.startswith("bert.")}
-    model.load_state_dict(state, strict=True)
-    return model, Tokenizer(path / "tokenizer.json", cfg.max_seq_length, cfg.do_lower_case)
+    left out. This is what SentenceEncoder.from_pretrained("runs/train/best") loads."""
+    bert, tokenizer, _, _ = _read(path)
+    return bert, tokenizer
 
 
 def load_model(path):
     """MultiTaskModel from a checkpoint directory, every tensor checked by load_state_dict(strict=True)."""
     from minimt.multitask import MultiTaskModel
+    bert, tokenizer, state, meta = _read(path)
+    model = MultiTaskModel(SentenceEncoder(bert, tokenizer), meta["tasks"], head=meta["head"], dropout=meta["dropout"])
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def _read(path):
+    """(BertModel with the checkpoint's encoder tensors, Tokenizer, every tensor by name, checkpoint.json),
+    model.safetensors read once."""
     path = find(path)
     meta = read_meta(path)
-    model = MultiTaskModel(SentenceEncoder(*load_encoder(path)), meta["tasks"], head=meta["head"],
-                           dropout=meta["dropout"])
-    model.load_state_dict(load_file(path / "model.safetensors"), strict=True)
-    return model.eval()
+    cfg = BertConfig(**meta["model"])
+    state = load_file(path / "model.safetensors")
+    bert = BertModel(cfg)
+    bert.load_state_dict({k[len("bert."):]: v for k, v in state.items() if k.startswith("bert.")}, strict=True)
+    return bert, Tokenizer(path / "tokenizer.json", cfg.max_seq_length, cfg.do_lower_case), state, meta
 
 
 def load_tensors(path):

@@ -73,9 +73,6 @@ class Embeddings(nn.Module):
 
     def forward(self, input_ids, positions, token_type_ids=None):
         # input_ids, positions, token_type_ids: (B, T) or (N,) -> (B, T, H) or (N, H)
-        if int(positions.max()) >= self.position.num_embeddings:
-            raise ValueError(f"a text of {int(positions.max()) + 1} tokens is longer than max_position_embeddings "
-                             f"{self.position.num_embeddings}; truncate the input")
         x = self.word(input_ids) + self.position(positions)
         if self.token_type is not None:
             x = x + (self.token_type(token_type_ids) if token_type_ids is not None else self.token_type.weight[0])
@@ -197,6 +194,10 @@ class BertModel(nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         """A Packed batch -> (N, H) token vectors; or padded (B, T) input_ids with attention_mask (1 for real tokens)
         and optional token_type_ids -> (B, T, H), whose padding positions hold values callers must mask out."""
+        longest = input_ids.runs[0][2] if isinstance(input_ids, Packed) else input_ids.shape[1]  # known on the host
+        if longest > self.config.max_position_embeddings:
+            raise ValueError(f"a text of {longest} tokens is longer than max_position_embeddings "
+                             f"{self.config.max_position_embeddings}; truncate the input")
         if isinstance(input_ids, Packed):
             batch = input_ids
             x = self.embeddings(batch.input_ids, batch.positions)            # (N, H), segment 0 throughout

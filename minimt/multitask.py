@@ -85,10 +85,8 @@ class MultiTaskModel(nn.Module):
         """Token-id lists (any order) -> their sentence embeddings (B, H), in the same order: what
         SentenceEncoder.encode returns, with gradients as any forward (none under no_grad)."""
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # Packed wants the longest first
-        if self.backbone_frozen() and torch.is_grad_enabled():
-            with torch.no_grad():  # nothing below the heads learns: skip autograd's bookkeeping for the encoder
-                pooled = embed_sorted(self.bert, [ids[i] for i in order])
-        else:
+        # a frozen backbone learns nothing: skip autograd's bookkeeping for the encoder (the heads still get it)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone_frozen()):
             pooled = embed_sorted(self.bert, [ids[i] for i in order])     # (B, H) in `order`
         pooled = pooled[torch.argsort(torch.tensor(order, device=pooled.device))]  # (B, H) in the caller's order
         return normalize(pooled) if self.config.normalize else pooled

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm  # installed with huggingface-hub
 
 from minimt import checkpoint, distributed
-from minimt.data import IGNORE, MODES, Source, check_labels, collate, encode_labels, label_maps, load_splits, plan_epoch
+from minimt.data import IGNORE, MODES, Source, check_labels, encode_labels, label_maps, load_splits, plan_epoch
 from minimt.encoder import SentenceEncoder
 from minimt.evaluate import evaluate
 from minimt.freeze import freeze, open_units, param_groups, trainable_table, unfreeze_schedule
@@ -147,7 +147,7 @@ def train_step(model, opt, micro, cfg, maps, cache=None, shard=(0, 1)):
     over processes, clipping, AdamW. The loss of each micro-batch is averaged over them; returns the loss."""
     rank, world = shard
     model.train()  # dropout on; frozen units stay in eval mode (MultiTaskModel.train)
-    autocast = torch.autocast(model.bert.embeddings.word.weight.device.type, torch.bfloat16, enabled=cfg.bf16)
+    autocast = torch.autocast(model.device.type, torch.bfloat16, enabled=cfg.bf16)
     total = 0.0
     for task, examples in micro:
         mine = examples[rank::world]  # this process's share of the batch
@@ -155,7 +155,8 @@ def train_step(model, opt, micro, cfg, maps, cache=None, shard=(0, 1)):
         counts = distributed.all_sum(torch.stack([(labels[t] != IGNORE).sum() for t in maps]))
         if mine:
             with autocast:
-                vectors = cache(mine) if cache is not None else model(collate(mine, model.tokenizer, maps)["ids"])
+                # the labels are encoded above for every process; the texts only need their token ids here
+                vectors = cache(mine) if cache is not None else model(model.tokenizer.encode([ex.text for ex in mine]))
                 loss = task_loss(model.classify(vectors), labels, task, cfg.task_weights, dict(zip(maps, counts)))
             (loss / len(micro)).backward()
             total += loss.item() / len(micro)
