@@ -57,6 +57,7 @@ class TrainConfig:
     schedule: str = "linear"         # after warmup: "linear" | "cosine" decay to 0, or "constant"
     clip: float = 1.0                # max gradient norm (0 = no clipping)
     bf16: bool = False               # bfloat16 autocast (on the CPU or a GPU)
+    fp16: bool = False               # float16 autocast with loss scaling (CUDA only: CPUs have no fast fp16 path)
     device: str = "auto"             # "auto" = cuda if present, else mps, else cpu; or "cpu", "cuda:1", ...
     seed: int = 0
     eval_every: int = 0              # steps between dev evaluations; 0 = end of every epoch
@@ -71,6 +72,8 @@ class TrainConfig:
         for key, allowed in checks.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key}={getattr(self, key)!r} is not supported; use one of {list(allowed)}")
+        if self.bf16 and self.fp16:
+            raise ValueError("bf16 and fp16 exclude each other: choose one autocast dtype")
         if self.log_every < 1:
             raise ValueError(f"log_every={self.log_every} must be >= 1 (steps between training-loss lines)")
         if self.cache_embeddings and "backbone" not in self.freeze and "all" not in self.freeze:
@@ -128,7 +131,7 @@ def unfreeze_due(model, opt, cfg, step):
     return opened
 
 
-def resume_state(cfg, model, opt):
+def resume_state(cfg, model, opt, scaler):
     """(step, best) to start from: (0, -1) for a new run; with --resume, out_dir/last's weights, optimizer, RNG."""
     if not cfg.resume:
         return 0, -1.0
@@ -138,16 +141,23 @@ def resume_state(cfg, model, opt):
     if state["step"] > 0:
         unfreeze_due(model, opt, cfg, state["step"] - 1)  # the groups the optimizer had when it was saved
     opt.load_state_dict(state["optimizer"])
+    if state.get("scaler"):  # fp16: the loss scale goes on from where it was
+        scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"])
     return state["step"], state["best"]
 
 
-def train_step(model, opt, micro, cfg, maps, cache=None, shard=(0, 1)):
+def train_step(model, opt, micro, cfg, maps, cache=None, shard=(0, 1), scaler=None):
     """One optimizer step: forward and backward over the micro-batches [(task, examples)], the gradients summed
-    over processes, clipping, AdamW. The loss of each micro-batch is averaged over them; returns the loss."""
+    over processes, clipping, AdamW. The loss of each micro-batch is averaged over them; returns the loss.
+    scaler: fp16's GradScaler. fp16 gradients underflow to 0 below ~6e-8, so the loss is multiplied by a large
+    factor before backward and the gradients divided by it before clipping; a step whose gradients overflowed to
+    inf is skipped and the factor lowered (bf16 has fp32's exponent range and needs none of this)."""
     rank, world = shard
+    scaler = scaler or torch.amp.GradScaler(model.device.type, enabled=False)
     model.train()  # dropout on; frozen units stay in eval mode (MultiTaskModel.train)
-    autocast = torch.autocast(model.device.type, torch.bfloat16, enabled=cfg.bf16)
+    autocast = torch.autocast(model.device.type, torch.float16 if cfg.fp16 else torch.bfloat16,
+                              enabled=cfg.bf16 or cfg.fp16)
     total = 0.0
     for task, examples in micro:
         mine = examples[rank::world]  # this process's share of the batch
@@ -158,18 +168,20 @@ def train_step(model, opt, micro, cfg, maps, cache=None, shard=(0, 1)):
                 # the labels are encoded above for every process; the texts only need their token ids here
                 vectors = cache(mine) if cache is not None else model(model.tokenizer.encode([ex.text for ex in mine]))
                 loss = task_loss(model.classify(vectors), labels, task, cfg.task_weights, dict(zip(maps, counts)))
-            (loss / len(micro)).backward()
+            scaler.scale(loss / len(micro)).backward()
             total += loss.item() / len(micro)
     trainable = [p for g in opt.param_groups for p in g["params"]]
     distributed.sync_gradients(trainable)  # several processes: every rank now holds the whole batch's gradient
+    scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
     if cfg.clip:  # frozen tensors are in no group, so neither clipping nor weight decay touches them
         torch.nn.utils.clip_grad_norm_(trainable, cfg.clip)
-    opt.step()
+    scaler.step(opt)
+    scaler.update()
     opt.zero_grad(set_to_none=True)
     return total
 
 
-def evaluate_and_save(model, opt, cfg, dev, maps, cache, step, best, epoch, rate, metrics):
+def evaluate_and_save(model, opt, scaler, cfg, dev, maps, cache, step, best, epoch, rate, metrics):
     """Dev metrics into metrics.jsonl; the best checkpoint (mean macro-F1 over tasks) if this one beats it; always
     the last checkpoint, with what --resume needs. Returns the best score so far."""
     out = Path(cfg.out_dir)
@@ -185,7 +197,7 @@ def evaluate_and_save(model, opt, cfg, dev, maps, cache, step, best, epoch, rate
         best = score
         checkpoint.save(out / "best", model, meta)
     checkpoint.save(out / "last", model, meta, {"optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
-                                                "step": step, "best": best})
+                                                "scaler": scaler.state_dict(), "step": step, "best": best})
     return best
 
 
@@ -205,6 +217,9 @@ def score_best(cfg, splits, maps, step, epoch, metrics):
 
 def train(cfg: TrainConfig):
     device = distributed.local_device(cfg.device)
+    if cfg.fp16 and device.type != "cuda":
+        raise ValueError(f"fp16=true needs a CUDA device (this run is on {device}): CPUs have no fast float16 "
+                         f"matmuls; use bf16=true, or train in float32")
     rank, world = distributed.init(device)
     if world > 1 and cfg.resume:
         raise ValueError("resume with several processes is not supported yet (each rank's RNG would have to be "
@@ -220,7 +235,8 @@ def train(cfg: TrainConfig):
                                          cfg.temperature)) / cfg.grad_accum)
     total = min(cfg.epochs * per_epoch, cfg.max_steps or 10**12)
     opt = build_optimizer(model, cfg)
-    step, best = resume_state(cfg, model, opt)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.fp16)
+    step, best = resume_state(cfg, model, opt, scaler)
     if cfg.resume:
         log(f"resuming from {Path(cfg.out_dir) / 'last'} at step {step}")
     log(trainable_table(model, opt.param_groups))
@@ -245,7 +261,7 @@ def train(cfg: TrainConfig):
             log(f"step {step}: unfroze {', '.join(opened)}")
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * lr_at(step, total, cfg.warmup, cfg.schedule)
-        loss = train_step(model, opt, micro, cfg, maps, cache, (rank, world))
+        loss = train_step(model, opt, micro, cfg, maps, cache, (rank, world), scaler)
         step, run_steps, seen = step + 1, run_steps + 1, seen + sum(len(ex) for _, ex in micro)
         train_time += time.perf_counter() - t0
         bar.update(1)
@@ -253,8 +269,8 @@ def train(cfg: TrainConfig):
             log_line(metrics, step=step, epoch=step / per_epoch, split="train", loss=loss, lr=lrs(opt))
             progress(bar, step, total, loss, max(lrs(opt).values()), seen / train_time)
         if rank == 0 and (step % (cfg.eval_every or per_epoch) == 0 or step == total):
-            best = evaluate_and_save(model, opt, cfg, splits["dev"], maps, cache, step, best, step / per_epoch,
-                                     seen / train_time, metrics)
+            best = evaluate_and_save(model, opt, scaler, cfg, splits["dev"], maps, cache, step, best,
+                                     step / per_epoch, seen / train_time, metrics)
         if cfg.stop_after and run_steps >= cfg.stop_after and step < total:
             log(f"stopping after {run_steps} steps as asked (stop_after); continue with --resume")
             break

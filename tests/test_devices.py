@@ -1,5 +1,7 @@
 """Every device present: the CPU always, CUDA and MPS where they exist. Encoding gives the CPU's numbers, one
 training step runs, and every tensor stays on the model's device."""
+import copy
+
 import pytest
 import torch
 
@@ -54,3 +56,37 @@ if "cuda" in DEVICES:  # defined where a GPU is present (fp16 is CUDA only), so 
         texts = ["A man is playing a guitar.", "The stock market fell sharply today.", "word " * 300] * 20
         fp16 = SentenceEncoder.from_pretrained(minilm_dir, dtype="float16", device="cuda")
         assert (minilm.encode(texts) * fp16.encode(texts)).sum(1).min() >= 0.9995
+
+
+def test_loss_scaling_changes_nothing_but_the_scale(tiny_encoder):
+    """fp16's GradScaler multiplies the loss by 2**12 and divides the gradients back before clipping and AdamW:
+    the step is the unscaled one (run here on the CPU in float32, where the arithmetic is the same)."""
+    results = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0**12)):
+        torch.manual_seed(0)
+        model = MultiTaskModel(copy.deepcopy(tiny_encoder), {"topic": ["a", "b"]})  # the step changes the encoder
+        opt = build_optimizer(model, TrainConfig(lr=1e-3, clip=0.5))
+        examples = [Example(f"x:{i}", t, {"topic": "ab"[i % 2]}) for i, t in enumerate(TEXTS)]
+        train_step(model, opt, [(None, examples)], TrainConfig(lr=1e-3, clip=0.5), model.tasks, scaler=scaler)
+        results.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    for k in results[0]:
+        assert_close(results[1][k], results[0][k], 1e-6, f"{k} after a scaled step vs an unscaled one")
+
+
+def test_fp16_training_is_refused_off_cuda(tmp_path):
+    from minimt.train import train
+    with pytest.raises(ValueError, match="fp16=true needs a CUDA device"):
+        train(TrainConfig(fp16=True, device="cpu", out_dir=str(tmp_path), sources=[]))
+    with pytest.raises(ValueError, match="bf16 and fp16 exclude each other"):
+        TrainConfig(fp16=True, bf16=True)
+
+
+if "cuda" in DEVICES:
+    def test_fp16_training_step_on_cuda(tiny_encoder):
+        model = MultiTaskModel(tiny_encoder, {"topic": ["a", "b"]}, device="cuda")
+        cfg = TrainConfig(lr=1e-3, fp16=True)
+        opt = build_optimizer(model, cfg)
+        examples = [Example(f"x:{i}", t, {"topic": "ab"[i % 2]}) for i, t in enumerate(TEXTS)]
+        loss = train_step(model, opt, [(None, examples)], cfg, model.tasks, scaler=torch.amp.GradScaler("cuda"))
+        assert torch.isfinite(torch.tensor(loss))
+        model.to("cpu")
