@@ -5,7 +5,8 @@
 Every row trains from the pretrained all-MiniLM-L6-v2 with the same data, seed, steps and learning rates, and
 differs only in what is frozen. Measured: test accuracy and macro-F1 per task, trainable parameters, wall time,
 training samples/s, and the encoder's STS benchmark Spearman after training (82.03 before: how much general
-sentence similarity each mode gives up). Results go to runs/study/results.json and the README's study table.
+sentence similarity each mode gives up). Results go to runs/study/results.json, the README's study table and
+its figure, examples/study.png (accuracy per task and STSb after, against trainable parameters).
 """
 import json
 import sys
@@ -17,11 +18,13 @@ import torch
 from minimt import SentenceEncoder, cos_sim
 from minimt.data import Source, load_splits
 from minimt.freeze import freeze, unfreeze
+from minimt.plot import plot_study
 from minimt.similarity import evaluate_sts
 from minimt.train import TrainConfig, load_config, train
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "study"
+FIGURE = ROOT / "examples" / "study.png"
 BASE = "examples/train_multidomain.json"
 STEPS = 150  # 4,800 training reviews (60% of one epoch): every row gets the same budget
 COMMON = {"max_steps": STEPS, "eval_every": STEPS, "epochs": 1}
@@ -197,6 +200,9 @@ def write_readme(results):
             tasks = "; ".join(f"{t}: {m['accuracy']:.3f} / {m['macro_f1']:.3f}" for t, m in r["test"].items())
             lines.append(f"| {r['what']} | {tasks} | {r['wall_s']:.0f} | {r['sts_spearman']:.2f} | "
                          f"`{r['command']}` |")
+    plot_study({name: results[name] for name in ROWS if name in results}, FIGURE)
+    lines += ["", f"![accuracy per task and STSb after training, against trainable parameters]"
+                  f"({FIGURE.relative_to(ROOT)})"]
     readme = ROOT / "README.md"
     text = readme.read_text(encoding="utf-8")
     start, end = "<!-- study:start -->", "<!-- study:end -->"

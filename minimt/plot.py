@@ -1,17 +1,17 @@
-"""Training curves as a picture: the loss and lr, and each task's dev accuracy and macro-F1, against steps.
+"""Pictures: a training run's curves, and the study's cost/benefit figure.
 
     python -m minimt plot runs/train            # -> runs/train/curves.png (make train draws it too)
+    make study                                  # -> examples/study.png (plot_study), shown in the README
 
-Read from the run's metrics.jsonl (train.py writes a "train" line every log_every steps and a "dev" line per task
-at each evaluation). matplotlib is an optional extra, imported only here: pip install 'minimt[plot]'.
+plot_run reads the run's metrics.jsonl (train.py writes a "train" line every log_every steps and a "dev" line per
+task at each evaluation). matplotlib is an optional extra, imported only here: pip install 'minimt[plot]'.
 """
 import json
 import os
 from pathlib import Path
 
 
-def plot_run(run_dir, out=None):
-    """Write the run's curves as a PNG (default: <run_dir>/curves.png), atomically; returns its path."""
+def pyplot():
     try:
         import matplotlib
         matplotlib.use("Agg")  # files only, no window: works on servers and in CI
@@ -19,6 +19,26 @@ def plot_run(run_dir, out=None):
     except ImportError:
         raise RuntimeError("plotting needs matplotlib, an optional extra: pip install 'minimt[plot]' "
                            "(or pip install matplotlib)") from None
+    return plt
+
+
+def save(fig, out):
+    """The figure as a PNG at `out`, atomically: a reader never sees half a picture."""
+    plt = pyplot()
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def plot_run(run_dir, out=None):
+    """Write the run's curves as a PNG (default: <run_dir>/curves.png), atomically; returns its path."""
+    plt = pyplot()
     run_dir = Path(run_dir)
     path = run_dir / "metrics.jsonl"
     if not path.exists():
@@ -44,13 +64,28 @@ def plot_run(run_dir, out=None):
     ax_dev.legend(fontsize=8)
     fig.suptitle(str(run_dir))
     fig.tight_layout()
+    return save(fig, out or run_dir / "curves.png")
 
-    out = Path(out) if out else run_dir / "curves.png"
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, out)  # a reader never sees half a picture
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return out
+
+def plot_study(rows, out):
+    """The study as one figure: what each row buys (test accuracy per task, left) against what it costs
+    (trainable parameters, x), and what it gives up (the encoder's STSb Spearman after training, right).
+    rows: {name: {"trainable": int, "test": {task: {"accuracy": ...}}, "sts_spearman": float}}."""
+    plt = pyplot()
+    fig, (ax_acc, ax_sts) = plt.subplots(1, 2, figsize=(14, 5))
+    tasks = list(dict.fromkeys(t for r in rows.values() for t, m in r["test"].items() if "accuracy" in m))
+    for task, marker in zip(tasks, "os^Dv<>p*h"):
+        pts = [(r["trainable"], r["test"][task]["accuracy"], name) for name, r in rows.items() if task in r["test"]]
+        ax_acc.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=task)
+        for x, y, name in pts:
+            ax_acc.annotate(name, (x, y), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ax_acc.set(title="test accuracy per task", xlabel="trainable parameters", xscale="symlog")  # 0 = zero-shot
+    ax_acc.legend(fontsize=8)
+    for name, r in rows.items():
+        ax_sts.scatter(r["trainable"], r["sts_spearman"], color="tab:red")
+        ax_sts.annotate(name, (r["trainable"], r["sts_spearman"]), fontsize=7, xytext=(4, 2),
+                        textcoords="offset points")
+    ax_sts.set(title="STSb test Spearman after training (82.03 before)", xlabel="trainable parameters",
+               xscale="symlog")
+    fig.tight_layout()
+    return save(fig, out)

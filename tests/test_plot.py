@@ -34,3 +34,13 @@ def test_plot_errors_name_the_fix(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
     with pytest.raises(RuntimeError, match=r"pip install 'minimt\[plot\]'"):
         plot_run(write_run(tmp_path / "run"))
+
+
+def test_plot_study_writes_a_png(tmp_path):
+    from minimt.plot import plot_study
+    rows = {"zero_shot": {"trainable": 0, "test": {"topic": {"accuracy": 0.8}}, "sts_spearman": 82.0},
+            "full": {"trainable": 22_000_000, "test": {"topic": {"accuracy": 0.9}, "sts": {"spearman": 84.0}},
+                     "sts_spearman": 66.0}}
+    png = plot_study(rows, tmp_path / "study.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert [p.name for p in tmp_path.iterdir()] == ["study.png"]
