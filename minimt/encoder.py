@@ -107,15 +107,20 @@ class SentenceEncoder:
         max_tokens tokens (texts x longest) and, if batch_size is given, at most batch_size texts; batching changes
         the speed, never the result beyond float rounding (~1e-7)."""
         single = isinstance(sentences, str)
-        texts = [sentences] if single else _check_texts(sentences)
+        texts = _check_texts([sentences] if single else sentences)
         if precision != "float32":
             raise ValueError(f"precision={precision!r} is not supported; minimt returns 'float32' embeddings "
                              f"(for bfloat16 compute, load with from_pretrained(..., dtype='bfloat16'))")
         for name, v in (("batch_size", batch_size), ("max_tokens", max_tokens)):
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
-        if normalize not in (None, True, False):
+        if normalize is not None and not isinstance(normalize, bool):
             raise ValueError(f"normalize={normalize!r} must be None (the model's setting), True or False")
+        show_progress_bar = bool(show_progress_bar) if show_progress_bar is None else show_progress_bar  # ST's None
+        for name, v in (("show_progress_bar", show_progress_bar), ("convert_to_numpy", convert_to_numpy),
+                        ("convert_to_tensor", convert_to_tensor), ("normalize_embeddings", normalize_embeddings)):
+            if not isinstance(v, bool):  # "no" is truthy: a string here would silently mean True
+                raise ValueError(f"{name}={v!r} must be True or False")
         if device is not None:
             self.to(device)
         normalize = normalize_embeddings or (self.config.normalize if normalize is None else normalize)
@@ -179,4 +184,11 @@ def _check_texts(sentences):
         if not isinstance(t, str):
             hint = " (a nested list? pass a flat list of strings)" if isinstance(t, (list, tuple)) else ""
             raise TypeError(f"sentences[{i}] is {type(t).__name__}, not str{hint}")
+        if not t.isascii():
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError as e:  # bytes read as text with errors="surrogateescape", e.g. from argv
+                raise ValueError(f"sentences[{i}] is not valid Unicode: {t[e.start]!r} at position {e.start} is a "
+                                 f"lone surrogate, usually a byte that was not UTF-8; decode the input as UTF-8 "
+                                 f"first") from None
     return texts

@@ -67,19 +67,69 @@ class TrainConfig:
     resume: bool = False             # continue from out_dir/last exactly where it stopped
     stop_after: int = 0              # > 0: stop after this many steps of this run (to test --resume)
 
+    overwrite: bool = False          # start over in an out_dir that holds a run (its checkpoints are replaced)
+    resume_force: bool = False       # --resume even with settings that differ from the saved run's (not exact)
+
     def __post_init__(self):
+        for f in fields(self):  # types first: "2.5" steps or a "no" flag must fail here, not mid-run
+            v = getattr(self, f.name)
+            if f.type is list and isinstance(v, str):
+                v = [v]  # --freeze=backbone means ["backbone"]
+                setattr(self, f.name, v)
+            ok = (isinstance(v, bool) if f.type is bool else
+                  isinstance(v, int) and not isinstance(v, bool) if f.type is int else
+                  isinstance(v, (int, float)) and not isinstance(v, bool) if f.type is float else isinstance(v, f.type))
+            if not ok:
+                raise ValueError(f"setting {f.name}={v!r} must be {TYPE_NAMES[f.type]} (e.g. --{f.name}="
+                                 f"{json.dumps(f.default_factory() if callable(f.default_factory) else f.default)})")
+        for name, (ok, rule) in RANGES.items():
+            if not ok(getattr(self, name)):
+                raise ValueError(f"setting {name}={getattr(self, name)!r} is out of range: it must be {rule}")
         checks = {"mixing": MODES, "schedule": SCHEDULES, "head": HEADS}
         for key, allowed in checks.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key}={getattr(self, key)!r} is not supported; use one of {list(allowed)}")
+        bad = {t: w for t, w in self.task_weights.items()
+               if not isinstance(w, (int, float)) or isinstance(w, bool) or not 0 <= w < math.inf}
+        if bad:
+            raise ValueError(f"task_weights {bad}: each weight must be a number >= 0 (0 = the task does not train)")
         if self.bf16 and self.fp16:
             raise ValueError("bf16 and fp16 exclude each other: choose one autocast dtype")
-        if self.log_every < 1:
-            raise ValueError(f"log_every={self.log_every} must be >= 1 (steps between training-loss lines)")
         if self.cache_embeddings and "backbone" not in self.freeze and "all" not in self.freeze:
             raise ValueError("cache_embeddings needs the backbone frozen: add \"backbone\" to freeze")
         if self.cache_embeddings and self.unfreeze_every:
             raise ValueError("cache_embeddings and unfreeze_every exclude each other: the backbone must stay frozen")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other: continue the run or start it over")
+
+
+TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+              list: "a list", dict: "a mapping"}
+# setting -> (test, the rule in words): checked once, when the config is made
+RANGES = {
+    "max_seq_length": (lambda v: v >= 0, ">= 0 (0 = the model's own)"),
+    "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "unfreeze_every": (lambda v: v >= 0, ">= 0 (0 = no gradual unfreezing)"),
+    "temperature": (lambda v: 0 < v < math.inf, "> 0"),
+    "epochs": (lambda v: v >= 1, ">= 1"),
+    "max_steps": (lambda v: v >= 0, ">= 0 (0 = as many as the epochs give)"),
+    "batch_size": (lambda v: v >= 1, ">= 1"),
+    "grad_accum": (lambda v: v >= 1, ">= 1 (micro-batches per optimizer step)"),
+    "lr": (lambda v: 0 < v < math.inf, "> 0"),
+    "head_lr": (lambda v: 0 <= v < math.inf, ">= 0 (0 = the same as lr)"),
+    "layer_decay": (lambda v: 0 < v <= 1, "in (0, 1] (1 = no decay)"),
+    "weight_decay": (lambda v: 0 <= v < math.inf, ">= 0"),
+    "warmup": (lambda v: 0 <= v <= 1, "a fraction of the steps, in [0, 1]"),
+    "clip": (lambda v: 0 <= v < math.inf, ">= 0 (0 = no clipping)"),
+    "eval_every": (lambda v: v >= 0, ">= 0 (0 = at the end of every epoch)"),
+    "log_every": (lambda v: v >= 1, ">= 1 (steps between training-loss lines)"),
+    "eval_batch_size": (lambda v: v >= 1, ">= 1"),
+    "stop_after": (lambda v: v >= 0, ">= 0 (0 = run to the end)"),
+    "model": (lambda v: v != "", "a checkpoint directory or a model name"),
+    "out_dir": (lambda v: v != "", "a directory"),
+    "sources": (lambda v: all(isinstance(s, dict) for s in v), "a list of mappings (minimt.data.Source fields)"),
+    "freeze": (lambda v: all(isinstance(t, str) for t in v), "a list of targets, e.g. [\"backbone\"]"),
+}
 
 
 def lr_at(step, total, warmup, schedule):
@@ -345,13 +395,22 @@ def parse_overrides(cfg_dict, args):
 
 
 def load_config(path, overrides=()):
-    with open(path, encoding="utf-8") as f:
-        d = json.load(f)
+    """TrainConfig from a JSON file plus --key=value overrides; every error names the file."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: an editor's byte-order mark is not an error
+            d = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON at line {e.lineno} column {e.colno} ({e.msg}); a training config "
+                         f"is one JSON object, see examples/train_multidomain.json") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); save the config as UTF-8") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: holds a JSON {type(d).__name__}; a training config is one JSON object")
     unknown = set(d) - {f.name for f in fields(TrainConfig)}
     if unknown:
         raise ValueError(f"{path}: unknown setting(s) {sorted(unknown)}")
     d = parse_overrides(d, overrides)
-    for f in fields(TrainConfig):  # type check: a string where a number belongs fails here, not mid-run
-        if f.name in d and f.type in (int, float, bool) and not isinstance(d[f.name], (int, float, bool)):
-            raise ValueError(f"setting {f.name}={d[f.name]!r} must be a {f.type.__name__}")
-    return TrainConfig(**d)
+    try:
+        return TrainConfig(**d)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None

@@ -193,7 +193,7 @@ def test_config_errors(tmp_path, data_file, tiny_checkpoint):
     path.write_text(json.dumps({"epochs": 1}))
     with pytest.raises(ValueError, match="unknown setting 'lrr'"):
         load_config(path, ["--lrr=1"])
-    with pytest.raises(ValueError, match="setting epochs='two' must be a int"):
+    with pytest.raises(ValueError, match="c.json: setting epochs='two' must be a whole number"):
         load_config(path, ["--epochs=two"])
     assert load_config(path, ["--lr=0.5", "--freeze=[\"backbone\"]"]).freeze == ["backbone"]
 
