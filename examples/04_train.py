@@ -14,7 +14,10 @@ from pathlib import Path
 from minimt.plot import plot_run
 from minimt.train import load_config, train
 
-cfg = load_config(Path(__file__).with_name("train_multidomain.json"), sys.argv[1:])
+args = sys.argv[1:]
+if not any(a.startswith("--resume") for a in args):
+    args = ["--overwrite=true"] + args  # the example starts over each time (a reused out_dir is refused otherwise)
+cfg = load_config(Path(__file__).with_name("train_multidomain.json"), args)
 model = train(cfg)
 print(f"curves: {plot_run(cfg.out_dir)}")  # loss, lr and dev scores against steps (python -m minimt plot)
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm  # installed with huggingface-hub
 
-from minimt import checkpoint, distributed
+from minimt import checkpoint, distributed, rundir
 from minimt.data import IGNORE, MODES, Source, check_labels, encode_labels, label_maps, load_splits, plan_epoch
 from minimt.encoder import SentenceEncoder
 from minimt.evaluate import evaluate
@@ -275,8 +275,19 @@ def train(cfg: TrainConfig):
         raise ValueError("resume with several processes is not supported yet (each rank's RNG would have to be "
                          "saved); resume with a single process")
     log = print if rank == 0 else quiet  # one process speaks, writes logs and checkpoints
+    with rundir.claim(cfg, log, enabled=rank == 0):  # out_dir is this run's until it ends (minimt/rundir.py)
+        model = fit(cfg, device, rank, world, log)
+    distributed.finish()
+    return model
+
+
+def fit(cfg, device, rank, world, log):
+    """The run itself, in out_dir that train() has claimed: data, model, optimizer, then the loop."""
     torch.manual_seed(cfg.seed)
     splits, maps = load_data(cfg, log)
+    unknown = set(cfg.task_weights) - set(maps)
+    if unknown:
+        raise ValueError(f"task_weights names {sorted(unknown)}, which no source labels; the tasks are {list(maps)}")
     model = build_model(cfg, maps, log, device)
     if world > 1:
         torch.manual_seed(cfg.seed + rank)  # same initial weights everywhere, different dropout per rank
@@ -295,7 +306,10 @@ def train(cfg: TrainConfig):
         t = time.perf_counter()
         cache = EmbeddingCache(model, [ex.text for exs in splits.values() for ex in exs])
         log(f"embedding cache: {len(cache.row)} distinct texts encoded once in {time.perf_counter() - t:.1f}s")
-    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    if rank == 0 and cfg.resume:
+        dropped = rundir.trim_metrics(Path(cfg.out_dir) / "metrics.jsonl", step)
+        if dropped:
+            log(f"metrics.jsonl: dropped {dropped} lines past step {step}, which this run writes again")
     metrics = open(Path(cfg.out_dir) / "metrics.jsonl", "a", encoding="utf-8") if rank == 0 else None
     run_steps, seen, train_time, plan = 0, 0, 0.0, None
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=rank != 0 or not sys.stderr.isatty())
@@ -329,7 +343,6 @@ def train(cfg: TrainConfig):
         model = score_best(cfg, splits, maps, step, step / per_epoch, metrics)
     if metrics:
         metrics.close()
-    distributed.finish()
     return model
 
 
