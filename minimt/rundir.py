@@ -40,6 +40,10 @@ def claim(cfg, log=print, enabled=True):
     out.mkdir(parents=True, exist_ok=True)
     take_lock(out / LOCK, log)
     try:
+        from minimt import checkpoint  # here: rundir itself needs no torch
+        for name in ("last", "best"):  # a killed run's half-written or set-aside checkpoints (safe: we hold the lock)
+            for message in checkpoint.recover(out / name):
+                log(message)
         present = [name for name in RUN_FILES if (out / name).exists()]
         if cfg.overwrite:
             for name in present:

@@ -326,6 +326,9 @@ def fit(cfg, device, rank, world, log):
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * lr_at(step, total, cfg.warmup, cfg.schedule)
         loss = train_step(model, opt, micro, cfg, maps, cache, (rank, world), scaler)
+        if not math.isfinite(loss):  # stop before a diverged model overwrites the last good checkpoint
+            raise ValueError(f"step {step}: the training loss is {loss}; lower lr (now {cfg.lr}) or set clip, then "
+                             f"--resume=true from the last checkpoint or start over with --overwrite=true")
         step, run_steps, seen = step + 1, run_steps + 1, seen + sum(len(ex) for _, ex in micro)
         train_time += time.perf_counter() - t0
         bar.update(1)

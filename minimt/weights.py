@@ -6,13 +6,15 @@ whole mapping, one line per tensor kind. Two BERT dialects are in circulation an
   BERT-style  bert.embeddings..., LayerNorm.gamma / .beta, plus cls.* pre-training heads     (bert-base-uncased)
 DistilBERT names the same tensors its own way (transformer.layer.0.attention.q_lin, sa_layer_norm, ffn.lin1, ...)
 and has no token-type table; its lines map onto the same minimt names, so one model.py runs both.
-Every tensor is then checked: no key missing, none left over, every shape equal, before anything is copied.
+Every tensor is then checked: no key missing, none left over, every shape equal, before anything is copied, and
+no NaN or inf among the values copied.
 Saving goes the other way (checkpoint_name): minimt names -> transformers' BertModel names.
 """
 import re
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
 # checkpoint name (after dialect clean-up) -> minimt name; {i} is the layer number
 BERT_RENAMES = [
@@ -83,11 +85,14 @@ def checkpoint_name(ours):
     return ours
 
 
+PRETRAINED_FIX = "delete its directory and fetch it again (`python -m minimt weights NAME`), or restore a good copy"
+
+
 def load_weights(model, path):
     """Copy every tensor of model.safetensors at `path` into `model` (a minimt BertModel), checking as it goes."""
     expected = model.state_dict()
     found = {}  # minimt key -> checkpoint key
-    with safe_open(str(path), framework="pt") as f:
+    with open_safetensors(path, PRETRAINED_FIX) as f:
         for ckpt_key in f.keys():
             try:
                 ours = rename(ckpt_key)
@@ -120,5 +125,36 @@ def load_weights(model, path):
         params = dict(model.named_parameters())
         with torch.no_grad():
             for ours, ckpt_key in found.items():
-                params[ours].copy_(f.get_tensor(ckpt_key))  # copy_ also casts to the model's dtype
+                tensor = f.get_tensor(ckpt_key)
+                check_finite(path, ckpt_key, tensor, PRETRAINED_FIX)
+                params[ours].copy_(tensor)  # copy_ also casts to the model's dtype
     return model
+
+
+def open_safetensors(path, fix):
+    """safe_open, with a cut-off or damaged file reported as the file it is and `fix`, what to do about it."""
+    try:
+        return safe_open(str(path), framework="pt")
+    except SafetensorError as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e}): it was cut off or damaged; {fix}") from None
+
+
+def read_tensors(path, fix):
+    """Every tensor of the safetensors file at `path`, each checked by check_finite."""
+    try:
+        state = load_file(path)
+    except SafetensorError as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e}): it was cut off or damaged; {fix}") from None
+    for key, tensor in state.items():
+        check_finite(path, key, tensor, fix)
+    return state
+
+
+def check_finite(path, key, tensor, fix):
+    """A NaN or inf among stored weights (a damaged file, a run that diverged) would turn every output into NaN far
+    from its cause: refuse it here, naming the tensor."""
+    # the sum is NaN or inf whenever any element is, and one sum costs ~1/15 of isfinite(t).all() on CPU; the exact
+    # test runs only when the sum is not finite (a NaN, or finite values whose sum overflowed, as in float16)
+    if tensor.is_floating_point() and not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise ValueError(f"{path}: tensor {key!r} holds {bad} NaN/inf value(s) of {tensor.numel()}; {fix}")

