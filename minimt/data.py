@@ -71,18 +71,7 @@ def _records(path, fmt, columns, quoting=True):
     if fmt == "jsonl":
         if columns:
             raise ValueError(f"{path}: columns= is for a headerless CSV/TSV; each JSONL row names its own keys")
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    continue  # a blank line is not a record
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}: row {len(rows) + 1} is not valid JSON ({e})") from None
-                if not isinstance(row, dict):
-                    raise ValueError(f"{path}: row {len(rows) + 1} is a JSON {type(row).__name__}, not an object")
-                rows.append(row)
+        rows = [row for _, row in read_jsonl(path)]
         return sorted({key for row in rows for key in row}), rows
     # newline="": quoted fields keep their own line breaks; -sig: a byte-order mark is not part of a column name
     with open(path, encoding="utf-8-sig", newline="") as f:
@@ -98,6 +87,41 @@ def _records(path, fmt, columns, quoting=True):
                                  f"columns {header}; is the format ({fmt}) or the quoting wrong?")
             rows.append(dict(zip(header, cells)))
     return header, rows
+
+
+def read_jsonl(path):
+    """[(line number, JSON object)] of a JSONL file; blank lines skipped, a byte-order mark allowed (as in CSV),
+    and every error names the file and the line."""
+    rows = []
+    with open(path, encoding="utf-8-sig") as f:
+        try:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue  # a blank line is not a record
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno}); each line must "
+                                     f"be one JSON object") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}:{n}: a JSON {type(row).__name__}, not an object; each line must be "
+                                     f"one JSON object")
+                rows.append((n, row))
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}:{bad_utf8_line(path)}: not UTF-8 text; convert the file to UTF-8 "
+                             f"(e.g. iconv -f latin1 -t utf-8)") from None
+    return rows
+
+
+def bad_utf8_line(path):
+    """The number of the first line that is not UTF-8 (decoding errors give a byte offset in a buffer, not a line)."""
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return n
+    return "?"
 
 
 def _label(source, task, column, row, path, row_no):
@@ -133,8 +157,11 @@ def read_source(source, data_dir=None, seed=0):
                              f"'tsv' or 'jsonl' on its Source")
         try:
             columns, rows = _records(path, fmt, source.columns, source.quoting)
-        except (UnicodeDecodeError, csv.Error) as e:  # neither names the file
-            raise ValueError(f"{path}: cannot read it as UTF-8 {fmt}: {e}") from None
+        except UnicodeDecodeError:  # it names a byte offset in a buffer, not the file or line
+            raise ValueError(f"{path}:{bad_utf8_line(path)}: not UTF-8 text; convert the file to UTF-8 "
+                             f"(e.g. iconv -f latin1 -t utf-8)") from None
+        except csv.Error as e:
+            raise ValueError(f"{path}: cannot read it as {fmt}: {e}") from None
         if not rows:
             raise ValueError(f"{path}: the file has no rows (a CSV/TSV header alone is no rows)")
         for column in [source.text] + [c for c in source.labels.values() if c != "$file"]:

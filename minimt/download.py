@@ -102,7 +102,13 @@ def locate(name_or_path):
         if p.resolve().parent == home("weights").resolve():  # weights/<name> given by its path: checked as by name
             check_weights(p, p.name.replace("--", "/"), p / RECORD)  # local_dir() wrote org/model as org--model
         return p
-    return fetch(str(name_or_path))
+    text = str(name_or_path)
+    if p.exists() or p.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1 or "\\" in text:
+        # a Hub name is "model" or "org/model": this was meant as a path, and asking the Hub for it would only
+        # confuse (a repo-id validation error, or a download of something else)
+        raise FileNotFoundError(f"{text}: no checkpoint directory there; check the path, or give a model name "
+                                f"(e.g. all-MiniLM-L6-v2 or sentence-transformers/all-MiniLM-L6-v2)")
+    return fetch(text)
 
 
 def fetch(name="all-MiniLM-L6-v2", verify=True):
