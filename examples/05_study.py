@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from minimt import SentenceEncoder, cos_sim
+from minimt import SentenceEncoder, cos_sim, files
 from minimt.data import Source, load_splits
 from minimt.freeze import freeze, unfreeze
 from minimt.plot import plot_study
@@ -159,7 +159,7 @@ def main(names):
             if name in OTHER:  # their sources are long JSON: name the row, whose settings are above
                 results[name]["command"] = f"python examples/05_study.py {name}"
         results[name]["what"] = (ROWS | OTHER)[name][1]
-        results_path.write_text(json.dumps(results, indent=1) + "\n")
+        files.write_text(results_path, json.dumps(results, indent=1) + "\n", option="path")  # a kill keeps the old
     write_readme(results)
 
 
@@ -207,7 +207,7 @@ def write_readme(results):
     text = readme.read_text(encoding="utf-8")
     start, end = "<!-- study:start -->", "<!-- study:end -->"
     head, rest = text.split(start, 1)
-    readme.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
+    files.write_text(readme, head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1], option="path")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,9 @@
 """The command line: python -m minimt {embed, similarity, sts, train, predict, evaluate, weights, data} ..."""
 import argparse
+import errno
 import json
 import os
 import sys
-
-import numpy as np
 
 from minimt.encoder import CHUNK
 
@@ -48,6 +47,8 @@ def main(argv=None):
     pr.add_argument("checkpoint", help="checkpoint directory, e.g. runs/train/best")
     pr.add_argument("texts", nargs="*", help="texts to label")
     pr.add_argument("--jsonl", help="read one JSON object with a \"text\" field per line; write one JSON line per text")
+    pr.add_argument("--output", help="with --jsonl: write the JSON lines to this file (whole or not at all: the "
+                                     "previous file stays until the new one is complete) instead of stdout")
 
     ev = sub.add_parser("evaluate", help="metrics and predictions of a checkpoint on labelled data",
                         description="Evaluate a checkpoint. Default: the test split of the data it was trained on. "
@@ -88,6 +89,8 @@ def main(argv=None):
     args, extra = p.parse_known_args(argv)
     if extra and args.cmd != "train":
         p.error(f"unrecognized arguments: {' '.join(extra)}")
+    from minimt.encoder import _check_texts
+    _check_texts(getattr(args, "texts", None) or [getattr(args, k) for k in "ab" if hasattr(args, k)])  # valid UTF-8
     if args.cmd == "train":
         from minimt.train import load_config, train
         train(load_config(args.config, extra))
@@ -113,6 +116,8 @@ def main(argv=None):
         p.error("embed takes texts or --input FILE (with --output), not both and not neither")
     if args.cmd == "embed" and args.input and not args.output:
         p.error("embed --input needs --output FILE.npy: a corpus is written to disk, not printed")
+    if args.cmd == "embed" and args.chunk < 1:
+        p.error(f"--chunk must be a positive number of lines, got {args.chunk} (default: {CHUNK})")
 
     from minimt import SentenceEncoder, cos_sim, evaluate_sts
     enc = SentenceEncoder.from_pretrained(args.model)
@@ -126,7 +131,8 @@ def main(argv=None):
     elif args.cmd == "embed":
         emb = enc.encode(args.texts, normalize=False if args.no_normalize else None)
         if args.output:
-            np.save(args.output, emb)
+            from minimt import files
+            files.save_npy(args.output, emb)  # exactly --output (np.save would add .npy), whole or not at all
             print(f"wrote {emb.shape[0]} x {emb.shape[1]} embeddings to {args.output}")
         else:
             for text, v in zip(args.texts, emb):  # one JSON object per line: easy for jq, pandas and people
@@ -160,16 +166,27 @@ def run_checkpoint_command(args):
     from minimt.multitask import MultiTaskModel
     model = MultiTaskModel.from_checkpoint(args.checkpoint)
     if args.cmd == "predict":
+        if args.output and not args.jsonl:
+            sys.exit("predict --output needs --jsonl FILE: texts given on the command line are printed")
         if args.jsonl:
-            with open(args.jsonl, encoding="utf-8") as f:
-                rows = [json.loads(line) for line in f if line.strip()]
-            for n, row in enumerate(rows, 1):
-                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                    sys.exit(f"{args.jsonl}:{n}: each line must be a JSON object with a string \"text\" field")
+            from minimt.data import read_jsonl
+            numbered = read_jsonl(args.jsonl)
+            for n, row in numbered:
+                if not isinstance(row.get("text"), str):
+                    raise ValueError(f"{args.jsonl}:{n}: each line must be a JSON object with a string \"text\" "
+                                     f"field")
+            rows = [row for _, row in numbered]
+            lines = []
             for row, pred in zip(rows, model.predict([r["text"] for r in rows])):
                 out = {"text": row["text"]}
                 out.update({t: {"label": label, "probability": round(p, 4)} for t, (label, p) in pred.items()})
-                print(json.dumps(out, ensure_ascii=False))
+                lines.append(json.dumps(out, ensure_ascii=False) + "\n")
+            if args.output:
+                from minimt import files
+                files.write_text(args.output, "".join(lines))
+                print(f"wrote {len(lines)} predictions of {args.jsonl} to {args.output}")
+            else:
+                sys.stdout.writelines(lines)
         elif args.texts:
             for text, pred in zip(args.texts, model.predict(args.texts)):
                 print(text if len(text) <= 70 else text[:67] + "...")
@@ -187,21 +204,31 @@ def run_checkpoint_command(args):
     meta = checkpoint.read_meta(args.checkpoint)
     cfg = TrainConfig(**meta["train"])
     if args.data:
+        bad = [x for x in args.label if "=" not in x]
+        if bad or not args.label:
+            raise ValueError(f"evaluate --data needs --label TASK=COLUMN for each task to score (got {bad or 'none'})")
         labels = dict(x.split("=", 1) for x in args.label)
-        if not labels:
-            sys.exit("evaluate --data needs at least one --label TASK=COLUMN")
+        unknown = [t for t in labels if t not in model.tasks]
+        if unknown:
+            raise ValueError(f"--label names {unknown}, which {args.checkpoint} has no head for; its tasks are "
+                             f"{list(model.tasks)}")
         examples, split = read_source(Source(path=str(Path(args.data).resolve()), text=args.text, labels=labels)), "data"
     else:
         sources = [Source(**s) for s in cfg.sources]
         examples, split = load_splits(sources, cfg.data_dir or None, cfg.split_seed)[args.split], args.split
-    maps = {t: model.tasks[t] for t in model.tasks}
+        labels = model.tasks
+    maps = {t: model.tasks[t] for t in labels}
     check_labels(examples, maps, split)
     res, preds = evaluate(model, examples, maps, split, cfg.eval_batch_size)
+    empty = [t for t, r in res.items() if r["n"] == 0]
+    if empty:  # an accuracy over no rows is not 0.000, it is no measurement
+        raise ValueError(f"no row of {args.data or split} has a label for {empty}; check the --label columns")
     out = Path(args.out or checkpoint.find(args.checkpoint))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(res, indent=1) + "\n")
-    with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in preds)
+    from minimt import files
+    files.write_all({out / "metrics.json": json.dumps(res, indent=1) + "\n",  # both complete before either is renamed
+                     out / "predictions.jsonl": "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in preds)},
+                    option="--out")
     for t, r in res.items():
         print(f"{split} {t}: accuracy {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  (n={r['n']})")
     print(f"wrote {out / 'metrics.json'} and {out / 'predictions.jsonl'}")
@@ -209,11 +236,28 @@ def run_checkpoint_command(args):
 
 
 def run():
-    """`python -m minimt` and the `minimt` console script: bad input ends in one error line, not a traceback."""
+    """`python -m minimt` and the `minimt` console script: an expected error (bad input, a missing or unwritable
+    file, a full disk) ends in one line naming the problem and rc 1; a bug still shows its traceback."""
     try:
         sys.exit(main())
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
+    except OSError as e:
+        sys.exit(f"minimt: error: {os_error(e)}")
+    except (ValueError, TypeError, RuntimeError) as e:
         sys.exit(f"minimt: error: {e}")
+
+
+# what to do about the operating system's refusals, by errno
+OS_FIXES = {errno.ENOSPC: "free some space or write elsewhere", errno.EFBIG: "the file is over the size limit; "
+            "write elsewhere or raise the limit", errno.EROFS: "choose a writable location",
+            errno.EACCES: "check the permissions, or choose another location", errno.EPERM: "check the permissions",
+            errno.EISDIR: "give a file path, not a directory", errno.ENOTDIR: "a part of the path is a file, not a "
+            "directory", errno.ENOENT: "check the path", errno.EEXIST: "remove it or choose another name"}
+
+
+def os_error(e):
+    where = f"{e.filename}: " if e.filename else ""
+    fix = OS_FIXES.get(e.errno)
+    return f"{where}{e.strerror or e}" + (f"; {fix}" if fix else "")
 
 
 if __name__ == "__main__":

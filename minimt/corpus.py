@@ -9,15 +9,21 @@ embeddings are ever all in memory (the file is mapped afresh for each chunk, so 
 torchrun, rank r encodes chunks r, r + world, r + 2*world, ... into its own rows of the same file (on a shared
 file system across machines); no gathering, no shard files to merge, and the rows are those one process would
 write, since a text's embedding does not depend on its batch (~1e-7).
+
+The rows go into a hidden temp file beside the output, its disk space reserved before the first chunk, renamed to
+the output once every rank has written (minimt/files.py): a run that is killed, or finds the disk full, leaves the
+output as it was, and a full disk is an error message at the start, not a crash (SIGBUS) half way.
 """
 import ctypes
 import ctypes.util
+import numbers
 from itertools import islice
 
 import numpy as np
+import torch.distributed as dist
 from tqdm import tqdm  # installed with huggingface-hub
 
-from minimt import distributed
+from minimt import distributed, files
 from minimt.encoder import CHUNK
 
 
@@ -47,28 +53,44 @@ def read_chunks(path, size=CHUNK):
 def embed_file(encoder, src, dst, chunk=CHUNK, log=print, show_progress_bar=False, **encode_kwargs):
     """Encode every line of src into the .npy file dst; returns the array's shape. The progress bar counts the
     lines this process encodes."""
+    if not isinstance(chunk, numbers.Integral) or chunk < 1:  # 0 would write nothing, -1 fail after creating the file
+        raise ValueError(f"chunk must be a positive number of lines, got {chunk!r} (default: {CHUNK})")
     rank, world = distributed.init()
     n = count_lines(src)
     if n == 0:
         raise ValueError(f"{src} is empty; give a file with one text per line")
-    if rank == 0:  # one rank creates the file with its final shape; the others wait until it exists
-        np.lib.format.open_memmap(dst, mode="w+", dtype=np.float32, shape=(n, encoder.dim)).flush()
-    distributed.barrier()
-    mine = sum(min(chunk, n - s) for s in range(rank * chunk, n, world * chunk))
-    bar = tqdm(total=mine, desc=f"embed (rank {rank})" if world > 1 else "embed", unit="line",
-               disable=not show_progress_bar)
-    for k, (start, texts) in enumerate(read_chunks(src, chunk)):
-        if k % world != rank:
-            continue
-        emb = encoder.encode(texts, **encode_kwargs)                   # (len(texts), D)
-        out = np.lib.format.open_memmap(dst, mode="r+")  # mapped per chunk: written pages leave memory with it
-        out[start:start + len(texts)] = emb
-        out.flush()
-        del out
-        release_freed_memory()
-        bar.update(len(texts))
-        if not show_progress_bar:
-            log(f"rank {rank}: lines {start}..{start + len(texts) - 1} of {n}")
-    bar.close()
-    distributed.finish()
+    tmp = shared_temp(dst, (n, encoder.dim), rank)
+    try:
+        mine = sum(min(chunk, n - s) for s in range(rank * chunk, n, world * chunk))
+        bar = tqdm(total=mine, desc=f"embed (rank {rank})" if world > 1 else "embed", unit="line",
+                   disable=not show_progress_bar)
+        for k, (start, texts) in enumerate(read_chunks(src, chunk)):
+            if k % world != rank:
+                continue
+            emb = encoder.encode(texts, **encode_kwargs)                   # (len(texts), D)
+            out = np.lib.format.open_memmap(tmp, mode="r+")  # mapped per chunk: written pages leave memory with it
+            out[start:start + len(texts)] = emb
+            out.flush()
+            del out
+            release_freed_memory()
+            bar.update(len(texts))
+            if not show_progress_bar:
+                log(f"rank {rank}: lines {start}..{start + len(texts) - 1} of {n}")
+        bar.close()
+        distributed.barrier()  # every rank's rows are in the temp
+        if rank == 0:
+            files.publish(tmp, dst)
+    finally:
+        if rank == 0:
+            files.discard(tmp)  # after a failure; once published there is no temp left
+    distributed.finish()  # the other ranks wait here until rank 0 has renamed
     return n, encoder.dim
+
+
+def shared_temp(dst, shape, rank):
+    """Rank 0 creates the temp .npy beside dst, space reserved, under a name no other run can hold
+    (files.new_temp); under torchrun it sends that name to the other ranks, which write into the same file."""
+    name = [str(files.create_npy(dst, shape)) if rank == 0 else None]
+    if dist.is_initialized():
+        dist.broadcast_object_list(name, src=0)
+    return name[0]

@@ -1,4 +1,5 @@
-"""Embedding a text file: streaming into a memory-mapped .npy, on one process or two under torchrun."""
+"""Embedding a text file: streaming into a memory-mapped .npy, on one process or two under torchrun.
+(Kills, full disks and bad --output / --chunk: test_atomic_outputs.py.)"""
 import subprocess
 import sys
 
@@ -33,12 +34,14 @@ def test_read_chunks_keeps_one_row_per_line(tmp_path):
 def test_two_processes_write_what_one_encode_gives(tmp_path, minilm, minilm_dir):
     lines = corpus(tmp_path / "c.txt")
     want = minilm.encode(lines)
+    np.save(tmp_path / "two.npy", np.zeros((2, 2), np.float32))  # an earlier output, replaced in one rename
     r = run("--input", str(tmp_path / "c.txt"), "--output", str(tmp_path / "two.npy"), "--chunk", "64",
             "--model", str(minilm_dir), torchrun=True)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("wrote 300 x 384") == 1                 # one rank reports
     assert "rank 1: lines 64..127" in r.stderr                     # chunks really were dealt to both ranks
     assert_close(np.load(tmp_path / "two.npy"), want, 1e-6, "2 processes (chunks of 64) vs encode()")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "two.npy"]  # both ranks wrote one temp, now gone
 
 
 def test_one_process_and_errors(tmp_path, minilm, minilm_dir):

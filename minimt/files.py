@@ -1,0 +1,129 @@
+"""Output files that appear whole or not at all: write a temporary file beside the target, fsync it, rename it.
+
+    .corpus.npy.tmp-<pid>-<random>   written (and its disk space reserved) first, in the target's directory
+    corpus.npy                       then os.replace(temp, target): one rename on one file system is atomic
+
+A reader of the target, or a run killed at any instant (kill -9, a full disk), finds the previous file or the new
+one, never a part of either; a failure leaves no new file behind (a kill -9 can leave the hidden temp, which is
+safe to delete). The space is reserved up front with posix_fallocate, so a full disk fails with a message before
+any work is written, rather than as SIGBUS when a memory-mapped page (corpus.py) finds no free block later.
+The same recipe as checkpoint.py's, which publishes whole directories.
+"""
+import errno
+import io
+import os
+import secrets
+from pathlib import Path
+
+import numpy as np
+
+
+def write_all(contents, option="--output"):
+    """Write {path: str or bytes} so that each path holds its old content or its new one, never a part: every
+    temp is written first, then they are renamed in turn (a kill between two renames leaves the first one new).
+    `option` names what chose the paths in the error messages ("choose another --output")."""
+    temps = {}
+    try:
+        for path, data in contents.items():
+            temps[path] = write_temp(path, data.encode("utf-8") if isinstance(data, str) else data, option)
+        for path, tmp in temps.items():
+            publish(tmp, path)
+    finally:
+        for tmp in temps.values():
+            discard(tmp)  # after a failure; a published temp is gone already
+
+
+def write_text(path, text, option="--output"):
+    write_all({path: text}, option)
+
+
+def save_npy(path, array, option="--output"):
+    """np.save, atomically: exactly `path`, no .npy added to the name."""
+    buf = io.BytesIO()
+    np.save(buf, array)
+    write_all({path: buf.getvalue()}, option)
+
+
+def create_npy(path, shape, dtype=np.float32, option="--output"):
+    """A temp for the .npy `path`: the header, then room for an array of `shape`, zeros until written (open it with
+    np.lib.format.open_memmap(temp, mode="r+")). Returns the temp's path, to publish() or discard()."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                               "fortran_order": False, "shape": tuple(shape)})
+    header = buf.getvalue()
+    return write_temp(path, header, option, size=len(header) + int(np.prod(shape)) * np.dtype(dtype).itemsize)
+
+
+def write_temp(path, data, option="--output", size=None):
+    """A new temp beside `path` holding the bytes `data`, `size` bytes long (default: len(data)) and all of them
+    reserved on disk. Nothing is left behind if this fails."""
+    size = len(data) if size is None else size
+    tmp = new_temp(path, option)
+    try:
+        with open(tmp, "r+b") as f:
+            reserve(f.fileno(), size)
+            f.write(data)
+    except OSError as e:
+        discard(tmp)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(f"no space left on {path} (needs {size:,} bytes): free space or choose another "
+                          f"{option}") from e
+        if e.errno == errno.EFBIG:
+            raise OSError(f"{path} would pass the file size limit (needs {size:,} bytes; see ulimit -f): raise the "
+                          f"limit or choose another {option}") from e
+        raise
+    return tmp
+
+
+def new_temp(path, option="--output"):
+    """Create an empty, hidden temp file beside `path` (same file system, so the final rename is atomic). pid and
+    a random part keep concurrent runs apart, and O_EXCL makes a clash an error, not a shared file."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a file: choose another {option}")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"directory {path.parent} does not exist: create it or choose another {option}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # 0o666 & umask, as open() would
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise PermissionError(f"cannot create files in {path.parent} ({e.strerror}): make it writable or "
+                                  f"choose another {option}") from e
+        raise
+    return tmp
+
+
+def reserve(fd, size):
+    """Give the open file `size` bytes on disk now, so that a full disk (or a file size limit) fails here with a
+    message, rather than as SIGBUS when a memory-mapped page finds no free block. posix_fallocate is Linux/BSD
+    (glibc emulates it on file systems without fallocate); where it is missing the file only grows (sparse), and a
+    full disk shows only when a page is written."""
+    if size == 0:
+        return
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, size)
+            return
+        except OSError as e:
+            if e.errno != errno.EOPNOTSUPP:  # e.g. musl on a file system without fallocate: grow it sparse below
+                raise
+    os.ftruncate(fd, size)
+
+
+def publish(tmp, path):
+    """Put the finished temp at `path` (replacing what was there) and make the rename itself durable."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())  # the bytes reach the disk before the name points at them
+    os.replace(tmp, path)
+    if os.name == "posix":  # the directory entry too; Windows cannot open a directory
+        fd = os.open(Path(path).parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def discard(tmp):
+    Path(tmp).unlink(missing_ok=True)
+
