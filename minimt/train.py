@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm  # installed with huggingface-hub
 
-from minimt import checkpoint, distributed, rundir
+from minimt import checkpoint, distributed, files, rundir
 from minimt.data import IGNORE, MODES, Source, check_labels, encode_labels, label_maps, load_splits, plan_epoch
 from minimt.encoder import SentenceEncoder
 from minimt.evaluate import evaluate
@@ -255,13 +255,14 @@ def score_best(cfg, splits, maps, step, epoch, metrics):
     """The best checkpoint on dev and test: metrics.jsonl lines and one predictions.jsonl line per example and task."""
     out = Path(cfg.out_dir)
     best_model = checkpoint.load_model(out / "best")
+    lines = []
     for split in ("dev", "test"):
         res, preds = evaluate(best_model, splits[split], maps, split, cfg.eval_batch_size)
         for t, r in res.items():
             log_line(metrics, step=step, epoch=epoch, split=split, task=t, **r, checkpoint="best")
             print(f"{split:4s} {t}: accuracy {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  (n={r['n']})")
-        with open(out / "predictions.jsonl", "a" if split == "test" else "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in preds)
+        lines += [json.dumps(p, ensure_ascii=False) + "\n" for p in preds]
+    files.write_text(out / "predictions.jsonl", "".join(lines), "out_dir")  # whole or not at all
     return best_model
 
 
