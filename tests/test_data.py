@@ -104,9 +104,9 @@ ERRORS = [  # (file name, content, Source keyword arguments, the message it must
     ("fields.tsv", "sentence\tlabel\nhi\t1\tx\n", {}, r"fields\.tsv: row 1 has 3 fields but there are 2 columns"),
     ("wrong.csv", "sentence\tlabel\nhi\t1\n", {}, r"wrong\.csv: there is no column 'sentence'; its columns are \['sentence\\tlabel'\]"),
     ("x.txt", "sentence\tlabel\nhi\t1\n", {}, r"x\.txt: cannot tell the format from the extension '\.txt'"),
-    ("bad.jsonl", '{"sentence": "hi", "label": "1"}\n{"sentence": \n', {}, r"bad\.jsonl: row 2 is not valid JSON"),
-    ("num.jsonl", '{"sentence": 7, "label": "1"}\n', {}, r"num\.jsonl: row 1 has no text in column 'sentence' \(7\)"),
-    ("latin.tsv", b"sentence\tlabel\nsister\xf0city\t1\n", {}, r"latin\.tsv: cannot read it as UTF-8 tsv"),
+    ("bad.jsonl", '{"sentence": "hi", "label": "1"}\n{"sentence": \n', {}, r"bad\.jsonl:2: not valid JSON"),
+    ("num.jsonl", '{"sentence": 7, "label": "1"}\n', {}, r"num\.jsonl: row 1 has no text in column 'sentence'"),
+    ("latin.tsv", b"sentence\tlabel\nsister\xf0city\t1\n", {}, r"latin\.tsv:2: not UTF-8 text"),
 ]
 
 
