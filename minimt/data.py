@@ -33,10 +33,28 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
 @dataclass
+class Pair:
+    """The second half of a pairs or contrastive row (minimt/objectives.py): the row's text is the first."""
+    task: str
+    text_b: str            # pairs: the other sentence; contrastive: the positive
+    score: float = None    # pairs: the similarity score
+    negatives: tuple = ()  # contrastive: hard negatives
+
+
+@dataclass
 class Example:
     id: str        # "<file name>:<row>", row = 1-based record number after the header: stable across runs
     text: str
     labels: dict   # task -> label name (str), or None when this row has no label for that task
+    pair: Pair = None  # a pairs or contrastive row (then labels is empty)
+
+    def texts(self):
+        """Every text the row needs encoded: its own, then text_b and hard negatives for a pair task."""
+        return [self.text] if self.pair is None else [self.text, self.pair.text_b, *self.pair.negatives]
+
+
+def has_task(ex, task):
+    return ex.labels.get(task) is not None or (ex.pair is not None and ex.pair.task == task)
 
 
 @dataclass
@@ -52,8 +70,43 @@ class Source:
     limit: int = 0               # > 0: a seeded random subset of this many rows, for quick runs
     skip_empty_text: bool = False  # True: leave out rows with an empty text cell (otherwise they are an error)
     quoting: bool = True         # CSV/TSV: '"' quotes fields (multi-domain reviews); False: quotes are text (AG News)
+    trailing_fields: bool = False  # headerless CSV/TSV: rows may carry fields past `columns` (STSb's), ignored
+    # a task on the embedding itself instead of labels (minimt/objectives.py): kind "pairs" or "contrastive"
+    kind: str = "classify"       # "classify" (labels -> heads) | "pairs" | "contrastive"
+    task: str = ""               # pairs / contrastive: the task's name
+    text_b: str = ""             # pairs: the second text's column; contrastive: the positive's column
+    score: str = ""              # pairs: the score's column; contrastive: optional, to keep rows >= min_score
+    min_score: float = None      # contrastive: only rows whose score is at least this are positives
+    negatives: list = None       # contrastive: hard negatives' columns
+    loss: str = ""               # pairs: "cosent" (default) | "mse"; contrastive: "in_batch" (default)
+    scale: float = 20.0          # cosine * scale = logits (CoSENT, in-batch negatives): 1 / temperature
+    score_scale: float = 1.0     # pairs with loss "mse": the target cosine is score / score_scale (STSb: 5)
 
     def __post_init__(self):
+        from minimt.objectives import KINDS, LOSSES
+        if self.kind not in KINDS:
+            raise ValueError(f"Source {self.path}: kind {self.kind!r}; use one of {list(KINDS)}")
+        if self.kind == "classify":
+            if self.task or self.text_b or self.score or self.negatives or self.loss:
+                raise ValueError(f"Source {self.path}: task, text_b, score, negatives and loss belong to kind "
+                                 f"'pairs' or 'contrastive'; a classify source names its tasks in labels")
+        else:
+            need = {"task": self.task, "text_b": self.text_b} | ({"score": self.score} if self.kind == "pairs" else {})
+            missing = [k for k, v in need.items() if not v]
+            if missing or self.labels:
+                raise ValueError(f"Source {self.path}: kind {self.kind!r} needs {list(need)} (missing {missing}) "
+                                 f"and no labels (a pair task has no head)")
+            if not self.task.isidentifier():
+                raise ValueError(f"Source {self.path}: task name {self.task!r} must be a Python identifier")
+            self.loss = self.loss or LOSSES[self.kind][0]
+            if self.loss not in LOSSES[self.kind]:
+                raise ValueError(f"Source {self.path}: loss {self.loss!r} is not one of {list(LOSSES[self.kind])} "
+                                 f"for kind {self.kind!r}")
+            if not self.scale > 0 or not self.score_scale > 0:
+                raise ValueError(f"Source {self.path}: scale and score_scale must be > 0")
+            if self.min_score is not None and (self.kind != "contrastive" or not self.score):
+                raise ValueError(f"Source {self.path}: min_score filters a contrastive source by its score column")
+        self.negatives = list(self.negatives or [])
         if self.format not in ("", "csv", "tsv", "jsonl"):
             raise ValueError(f"Source {self.path}: format {self.format!r}; use 'csv', 'tsv', 'jsonl' or '' (extension)")
         if self.split not in ("",) + SPLITS or self.limit < 0:
@@ -66,7 +119,7 @@ class Source:
                             for task, names in self.label_names.items()}
 
 
-def _records(path, fmt, columns, quoting=True):
+def _records(path, fmt, columns, quoting=True, trailing=False):
     """One file -> (its column names, [{column: value}, ...]), a dict per record."""
     if fmt == "jsonl":
         if columns:
@@ -82,6 +135,8 @@ def _records(path, fmt, columns, quoting=True):
         for cells in reader:
             if not cells:
                 continue  # a blank line is not a record (csv.DictReader skips them too)
+            if trailing and columns and len(cells) > len(header):
+                cells = cells[:len(header)]  # the Source says extra trailing fields are expected
             if len(cells) != len(header):
                 raise ValueError(f"{path}: row {len(rows) + 1} has {len(cells)} fields but there are {len(header)} "
                                  f"columns {header}; is the format ({fmt}) or the quoting wrong?")
@@ -124,6 +179,17 @@ def bad_utf8_line(path):
     return "?"
 
 
+def _score(row, column, path, row_no):
+    try:
+        score = float(row.get(column))
+    except (TypeError, ValueError):
+        score = float("nan")
+    if score != score or score in (float("inf"), float("-inf")):
+        raise ValueError(f"{path}: row {row_no} column {column!r} holds {row.get(column)!r}, not a number; a pair's "
+                         f"score must be a finite number")
+    return score
+
+
 def _label(source, task, column, row, path, row_no):
     raw = path.stem if column == "$file" else row.get(column)
     if raw is None or raw == "":
@@ -156,7 +222,7 @@ def read_source(source, data_dir=None, seed=0):
             raise ValueError(f"{path}: cannot tell the format from the extension {path.suffix!r}; set format='csv', "
                              f"'tsv' or 'jsonl' on its Source")
         try:
-            columns, rows = _records(path, fmt, source.columns, source.quoting)
+            columns, rows = _records(path, fmt, source.columns, source.quoting, source.trailing_fields)
         except UnicodeDecodeError:  # it names a byte offset in a buffer, not the file or line
             raise ValueError(f"{path}:{bad_utf8_line(path)}: not UTF-8 text; convert the file to UTF-8 "
                              f"(e.g. iconv -f latin1 -t utf-8)") from None
@@ -164,18 +230,27 @@ def read_source(source, data_dir=None, seed=0):
             raise ValueError(f"{path}: cannot read it as {fmt}: {e}") from None
         if not rows:
             raise ValueError(f"{path}: the file has no rows (a CSV/TSV header alone is no rows)")
-        for column in [source.text] + [c for c in source.labels.values() if c != "$file"]:
+        text_columns = [source.text] + ([source.text_b] + source.negatives if source.text_b else [])
+        for column in text_columns + [c for c in source.labels.values() if c != "$file"] + [source.score] * bool(
+                source.score):
             if column not in columns:
                 raise ValueError(f"{path}: there is no column {column!r}; its columns are {columns}")
         for row_no, row in enumerate(rows, 1):
-            text = row.get(source.text)
-            if not isinstance(text, str) or not text.strip():  # empty, absent, or a JSON null or number
+            texts = [row.get(c) for c in text_columns]
+            empty = [c for c, t in zip(text_columns, texts) if not isinstance(t, str) or not t.strip()]
+            if empty:  # empty, absent, or a JSON null or number
                 if source.skip_empty_text:
                     continue
-                raise ValueError(f"{path}: row {row_no} has no text in column {source.text!r} ({text!r}); fix the "
-                                 f"file, or set skip_empty_text=True on its Source to leave such rows out")
+                raise ValueError(f"{path}: row {row_no} has no text in column {empty[0]!r}; fix the file, or set "
+                                 f"skip_empty_text=True on its Source to leave such rows out")
             labels = {task: _label(source, task, column, row, path, row_no) for task, column in source.labels.items()}
-            examples.append(Example(f"{path.name}:{row_no}", text, labels))
+            pair = None
+            if source.kind != "classify":
+                score = _score(row, source.score, path, row_no) if source.score else None
+                if source.min_score is not None and score < source.min_score:
+                    continue
+                pair = Pair(source.task, texts[1], score, tuple(texts[2:]))
+            examples.append(Example(f"{path.name}:{row_no}", texts[0], labels, pair))
     if 0 < source.limit < len(examples):
         rng = random.Random(f"limit:{seed}:{source.path}")  # a str seed gives the same numbers in every process
         examples = [examples[i] for i in sorted(rng.sample(range(len(examples)), source.limit))]
@@ -299,7 +374,7 @@ def plan_epoch(train, tasks, batch_size, mode, seed, epoch, temperature=1.0):
         return [(None, pool.take(batch_size)) for _ in range(math.ceil(len(train) / batch_size))]
     pools = {}
     for task in tasks:
-        pools[task] = _Pool([i for i, ex in enumerate(train) if ex.labels.get(task) is not None], rng)
+        pools[task] = _Pool([i for i, ex in enumerate(train) if has_task(ex, task)], rng)
         if not pools[task].indices:
             raise ValueError(f"task {task!r}: no training example has a label for it")
     sizes = [len(pools[task].indices) for task in tasks]

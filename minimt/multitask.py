@@ -39,11 +39,12 @@ class Head(nn.Module):
 class MultiTaskModel(nn.Module):
     def __init__(self, encoder, tasks, head="linear", dropout=0.1, device=None):
         """encoder: a SentenceEncoder (its BertModel and tokenizer are shared, not copied);
-        tasks: {"topic": ["books", "dvd", ...], "sentiment": ["negative", "positive"]}, any number of tasks;
+        tasks: {"topic": ["books", "dvd", ...], "sentiment": ["negative", "positive"]}, any number of tasks (none:
+        the encoder alone, trained by pairs / contrastive tasks, minimt/objectives.py);
         device: where the whole model goes ("cpu", "cuda", "auto", ...; default: the encoder's)."""
         super().__init__()
-        if not isinstance(tasks, dict) or not tasks:
-            raise ValueError("tasks must be a non-empty dict {task name: [label, ...]}")
+        if not isinstance(tasks, dict):  # {} is allowed: no heads, when only pair tasks train the encoder
+            raise ValueError("tasks must be a dict {task name: [label, ...]}")
         for name, labels in tasks.items():
             if not name.isidentifier():
                 raise ValueError(f"task name {name!r} must be a Python identifier (letters, digits, _)")

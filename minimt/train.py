@@ -7,6 +7,7 @@
 
 Run: python -m minimt train CONFIG.json [--key=value ...]   (see examples/04_train.py and the README)
 """
+import itertools
 import json
 import math
 import sys
@@ -24,6 +25,7 @@ from minimt.encoder import SentenceEncoder
 from minimt.evaluate import evaluate
 from minimt.freeze import freeze, open_units, param_groups, trainable_table, unfreeze_schedule
 from minimt.multitask import HEADS, EmbeddingCache, MultiTaskModel
+from minimt.objectives import pair_losses, pair_tasks, primary, summary
 
 
 SCHEDULES = ("linear", "cosine", "constant")  # what lr_at does after warmup
@@ -145,10 +147,11 @@ def lr_at(step, total, warmup, schedule):
 
 def task_loss(logits, labels, task, weights, counts=None):
     """Weighted sum over tasks of mean cross-entropy on the rows that carry that task's label (IGNORE = none).
-    `task` None (joint): every head contributes, even with no labelled row (as 0), so all take part every step.
-    counts: labelled rows per task in the whole batch, when this process holds only a share of it (DDP)."""
+    `task` None (joint): every head contributes, even with no labelled row (as 0), so all take part every step;
+    a pairs or contrastive task (no head) is objectives.pair_losses'. counts: labelled rows per task in the whole
+    batch, when this process holds only a share of it (DDP)."""
     loss = 0.0
-    for t in ([task] if task else logits):
+    for t in ([task] if task in logits else [] if task else logits):
         y = labels[t]
         n = (counts[t] if counts is not None else (y != IGNORE).sum()).clamp(min=1)
         loss = loss + weights.get(t, 1.0) * F.cross_entropy(logits[t].float(), y, ignore_index=IGNORE,
@@ -197,9 +200,11 @@ def resume_state(cfg, model, opt, scaler):
     return state["step"], state["best"]
 
 
-def train_step(model, opt, micro, cfg, maps, cache=None, shard=(0, 1), scaler=None):
+def train_step(model, opt, micro, cfg, maps, cache=None, shard=(0, 1), scaler=None, specs=None):
     """One optimizer step: forward and backward over the micro-batches [(task, examples)], the gradients summed
     over processes, clipping, AdamW. The loss of each micro-batch is averaged over them; returns the loss.
+    specs: the pairs and contrastive tasks (objectives.pair_tasks); their rows bring a second text (and hard
+    negatives), encoded in the same forward as every other text of the batch.
     scaler: fp16's GradScaler. fp16 gradients underflow to 0 below ~6e-8, so the loss is multiplied by a large
     factor before backward and the gradients divided by it before clipping; a step whose gradients overflowed to
     inf is skipped and the factor lowered (bf16 has fp32's exponent range and needs none of this)."""
@@ -212,12 +217,16 @@ def train_step(model, opt, micro, cfg, maps, cache=None, shard=(0, 1), scaler=No
     for task, examples in micro:
         mine = examples[rank::world]  # this process's share of the batch
         labels = {t: y.to(model.device) for t, y in encode_labels(mine, maps).items()}
-        counts = distributed.all_sum(torch.stack([(labels[t] != IGNORE).sum() for t in maps]))
+        counts = distributed.all_sum(torch.stack([(labels[t] != IGNORE).sum() for t in maps])) if maps else []
         if mine:
             with autocast:
                 # the labels are encoded above for every process; the texts only need their token ids here
-                vectors = cache(mine) if cache is not None else model(model.tokenizer.encode([ex.text for ex in mine]))
-                loss = task_loss(model.classify(vectors), labels, task, cfg.task_weights, dict(zip(maps, counts)))
+                texts = [t for ex in mine for t in ex.texts()]
+                starts = [0] + list(itertools.accumulate(len(ex.texts()) for ex in mine))[:-1]  # each row's first
+                vectors = cache(mine) if cache is not None else model(model.tokenizer.encode(texts))  # (n, H)
+                loss = task_loss(model.classify(vectors[starts]), labels, task, cfg.task_weights,
+                                 dict(zip(maps, counts)))
+                loss = loss + pair_losses(vectors, starts, mine, specs or {}, task, cfg.task_weights)
             scaler.scale(loss / len(micro)).backward()
             total += loss.item() / len(micro)
     trainable = [p for g in opt.param_groups for p in g["params"]]
@@ -231,18 +240,19 @@ def train_step(model, opt, micro, cfg, maps, cache=None, shard=(0, 1), scaler=No
     return total
 
 
-def evaluate_and_save(model, opt, scaler, cfg, dev, maps, cache, step, best, epoch, rate, metrics):
-    """Dev metrics into metrics.jsonl; the best checkpoint (mean macro-F1 over tasks) if this one beats it; always
-    the last checkpoint, with what --resume needs. Returns the best score so far."""
+def evaluate_and_save(model, opt, scaler, cfg, dev, maps, cache, step, best, epoch, rate, metrics, specs=None):
+    """Dev metrics into metrics.jsonl; the best checkpoint (mean over tasks of each one's primary metric: macro-F1,
+    Spearman / 100, MRR) if this one beats it; always the last checkpoint, with what --resume needs. Returns the
+    best score so far."""
     out = Path(cfg.out_dir)
-    res, _ = evaluate(model, dev, maps, "dev", cfg.eval_batch_size, cache, records=False)
+    res, _ = evaluate(model, dev, maps, "dev", cfg.eval_batch_size, cache, records=False, specs=specs)
     for t, r in res.items():
         log_line(metrics, step=step, epoch=epoch, split="dev", task=t, **r, lr=lrs(opt), samples_per_s=rate)
-    print(f"\nstep {step}  dev " + "  ".join(f"{t}: acc {r['accuracy']:.3f} F1 {r['macro_f1']:.3f}"
-                                          for t, r in res.items()) + f"  ({rate:.0f} samples/s)")
-    meta = {"train": asdict(cfg), "step": step, "dev": {t: {k: r[k] for k in ("accuracy", "macro_f1")}
+    print(f"\nstep {step}  dev " + "  ".join(f"{t}: {summary(r)}" for t, r in res.items())
+          + f"  ({rate:.0f} samples/s)")
+    meta = {"train": asdict(cfg), "step": step, "dev": {t: {k: v for k, v in r.items() if k != "confusion"}
                                                           for t, r in res.items()}}
-    score = sum(r["macro_f1"] for r in res.values()) / len(res)
+    score = sum(primary(r["kind"], r) for r in res.values()) / len(res)
     if score > best:
         best = score
         checkpoint.save(out / "best", model, meta)
@@ -251,16 +261,16 @@ def evaluate_and_save(model, opt, scaler, cfg, dev, maps, cache, step, best, epo
     return best
 
 
-def score_best(cfg, splits, maps, step, epoch, metrics):
+def score_best(cfg, splits, maps, step, epoch, metrics, specs=None):
     """The best checkpoint on dev and test: metrics.jsonl lines and one predictions.jsonl line per example and task."""
     out = Path(cfg.out_dir)
     best_model = checkpoint.load_model(out / "best")
     lines = []
     for split in ("dev", "test"):
-        res, preds = evaluate(best_model, splits[split], maps, split, cfg.eval_batch_size)
+        res, preds = evaluate(best_model, splits[split], maps, split, cfg.eval_batch_size, specs=specs)
         for t, r in res.items():
             log_line(metrics, step=step, epoch=epoch, split=split, task=t, **r, checkpoint="best")
-            print(f"{split:4s} {t}: accuracy {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  (n={r['n']})")
+            print(f"{split:4s} {t}: {summary(r)}  (n={r['n']})")
         lines += [json.dumps(p, ensure_ascii=False) + "\n" for p in preds]
     files.write_text(out / "predictions.jsonl", "".join(lines), "out_dir")  # whole or not at all
     return best_model
@@ -285,14 +295,19 @@ def train(cfg: TrainConfig):
 def fit(cfg, device, rank, world, log):
     """The run itself, in out_dir that train() has claimed: data, model, optimizer, then the loop."""
     torch.manual_seed(cfg.seed)
-    splits, maps = load_data(cfg, log)
-    unknown = set(cfg.task_weights) - set(maps)
+    splits, maps, specs = load_data(cfg, log)
+    unknown = set(cfg.task_weights) - set(maps) - set(specs)
     if unknown:
-        raise ValueError(f"task_weights names {sorted(unknown)}, which no source labels; the tasks are {list(maps)}")
+        raise ValueError(f"task_weights names {sorted(unknown)}, which no source defines; the tasks are "
+                         f"{list(maps) + list(specs)}")
+    if specs and (cfg.cache_embeddings or world > 1):
+        raise ValueError(f"the pair tasks {list(specs)} train the encoder itself: they cannot use cached embeddings, "
+                         f"and several processes are not supported for them yet (in-batch negatives would have to "
+                         f"be gathered across processes)")
     model = build_model(cfg, maps, log, device)
     if world > 1:
         torch.manual_seed(cfg.seed + rank)  # same initial weights everywhere, different dropout per rank
-    train_set, tasks = splits["train"], list(maps)
+    train_set, tasks = splits["train"], list(maps) + list(specs)
     per_epoch = math.ceil(len(plan_epoch(train_set, tasks, cfg.batch_size, cfg.mixing, cfg.seed, 0,
                                          cfg.temperature)) / cfg.grad_accum)
     total = min(cfg.epochs * per_epoch, cfg.max_steps or 10**12)
@@ -326,7 +341,7 @@ def fit(cfg, device, rank, world, log):
             log(f"step {step}: unfroze {', '.join(opened)}")
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * lr_at(step, total, cfg.warmup, cfg.schedule)
-        loss = train_step(model, opt, micro, cfg, maps, cache, (rank, world), scaler)
+        loss = train_step(model, opt, micro, cfg, maps, cache, (rank, world), scaler, specs)
         if not math.isfinite(loss):  # stop before a diverged model overwrites the last good checkpoint
             raise ValueError(f"step {step}: the training loss is {loss}; lower lr (now {cfg.lr}) or set clip, then "
                              f"--resume=true from the last checkpoint or start over with --overwrite=true")
@@ -338,29 +353,32 @@ def fit(cfg, device, rank, world, log):
             progress(bar, step, total, loss, max(lrs(opt).values()), seen / train_time)
         if rank == 0 and (step % (cfg.eval_every or per_epoch) == 0 or step == total):
             best = evaluate_and_save(model, opt, scaler, cfg, splits["dev"], maps, cache, step, best,
-                                     step / per_epoch, seen / train_time, metrics)
+                                     step / per_epoch, seen / train_time, metrics, specs)
         if cfg.stop_after and run_steps >= cfg.stop_after and step < total:
             log(f"stopping after {run_steps} steps as asked (stop_after); continue with --resume")
             break
     bar.close()
     if rank == 0 and step == total:
-        model = score_best(cfg, splits, maps, step, step / per_epoch, metrics)
+        model = score_best(cfg, splits, maps, step, step / per_epoch, metrics, specs)
     if metrics:
         metrics.close()
     return model
 
 
 def load_data(cfg, log):
-    """The splits and the label maps (from train; dev and test are checked against them)."""
+    """The splits, the label maps (from train; dev and test are checked against them) and the pairs and
+    contrastive tasks ({task: its Source})."""
     sources = [Source(**s) for s in cfg.sources]
     tasks = list(dict.fromkeys(t for s in sources for t in s.labels))
     splits = load_splits(sources, cfg.data_dir or None, cfg.split_seed)
     maps = label_maps(splits["train"], tasks)
+    specs = pair_tasks(sources)
     for split in ("dev", "test"):
         check_labels(splits[split], maps, split)
     log("data: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + " | tasks: "
-        + "; ".join(f"{t} ({len(labels)}: {', '.join(labels)})" for t, labels in maps.items()))
-    return splits, maps
+        + "; ".join([f"{t} ({len(labels)}: {', '.join(labels)})" for t, labels in maps.items()]
+                    + [f"{t} ({spec.kind}, loss {spec.loss})" for t, spec in specs.items()]))
+    return splits, maps, specs
 
 
 def build_model(cfg, maps, log, device):
