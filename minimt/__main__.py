@@ -1,4 +1,4 @@
-"""The command line: python -m minimt {embed, similarity, sts, train, predict, evaluate, weights, data} ..."""
+"""The command line: python -m minimt {embed, similarity, sts, train, predict, evaluate, weights, plot, export, trace, data} ..."""
 import argparse
 import errno
 import json
@@ -80,6 +80,15 @@ def main(argv=None):
     x.add_argument("checkpoint", help="training checkpoint directory, or a model directory / name")
     x.add_argument("out_dir", help="the directory to write (replaced if it exists)")
 
+    tc = sub.add_parser("trace", help="walk one text through the model and print every stage",
+                        description="Trace one text: its tokens, each stage's shape and norms, every head's "
+                                    "attention entropy and most-attended token, each token's share of the pooled "
+                                    "vector, and the nearest of a built-in word list (minimt/trace.py).")
+    tc.add_argument("text", help="the text to trace (quote it)")
+    tc.add_argument("--model", default="all-MiniLM-L6-v2", help=model_help + "; or a training checkpoint")
+    tc.add_argument("--json", metavar="OUT.json", help="also write the same numbers as JSON (whole or not at all)")
+    tc.add_argument("--top", type=int, default=5, metavar="K", help="nearest words to list (default: 5)")
+
     d = sub.add_parser("data", help="fetch datasets into data/ (sha256-checked)",
                        description="Fetch datasets into data/<dataset>/ (or $MINIMT_DATA) from their public sources "
                                    "at pinned commits, or from $MINIMT_DATA_MIRROR (a directory or http(s) URL).")
@@ -107,6 +116,9 @@ def main(argv=None):
         return 0
     if args.cmd == "export":
         return run_export(args.checkpoint, args.out_dir)
+    if args.cmd == "trace":
+        from minimt.trace import trace_command
+        return trace_command(args.text, args.model, args.json, args.top)
     if args.cmd == "data":
         from minimt.datasets import fetch
         print(fetch(args.names or None))

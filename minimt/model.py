@@ -90,6 +90,9 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(H, H)
         self.p_drop = cfg.attention_probs_dropout_prob
         self.use_sdpa = True  # fused kernel; set False for the manual path in attend (tests prove both equal)
+        # a named point for observers (minimt/trace.py): a forward hook on it sees the manual path's (B, nh, T, T)
+        # softmax weights, which the fused kernel never materialises. No parameters, nothing computed.
+        self.probs = nn.Identity()
 
     def forward(self, x, layout):
         # 1) project every token (shape-agnostic: (B, T, H) or (N, H)). From FUSED_QKV_ROWS rows on, Q, K and V
@@ -128,7 +131,7 @@ class SelfAttention(nn.Module):
         att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, nh, T, T)
         if mask is not None:
             att = att + mask  # padding keys get -inf-like scores, so softmax gives them weight 0
-        att = F.dropout(att.softmax(dim=-1), p=p, training=self.training)
+        att = F.dropout(self.probs(att.softmax(dim=-1)), p=p, training=self.training)
         # 4) each token's output is the attention-weighted average of the value vectors
         return att @ v                                              # (B, nh, T, hd)
 
