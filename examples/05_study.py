@@ -55,6 +55,23 @@ CLOTHING = {"path": "womens_clothing_reviews/womens_clothing_ecommerce_reviews.c
             "labels": {"department": "Department Name", "sentiment": "Rating"}, "skip_empty_text": True,
             "label_names": {"sentiment": {"1": "negative", "2": "negative", "3": "neutral", "4": "positive",
                                           "5": "positive"}}, "limit": 8000}
+# tasks on the embedding itself (minimt/objectives.py): can they keep the encoder a good sentence encoder?
+STS_COLUMNS = ["genre", "file", "year", "id", "score", "sentence1", "sentence2"]
+STSB = [{"path": f"stsb/sts-{split}.csv", "format": "tsv", "quoting": False, "columns": STS_COLUMNS,
+         "trailing_fields": True, "text": "sentence1", "labels": {}, "kind": "pairs", "task": "stsb",
+         "text_b": "sentence2", "score": "score", "split": split} for split in ("train", "dev", "test")]
+AG_PAIRS = {"path": "ag_news/test.csv", "columns": ["class", "title", "description"], "text": "title", "labels": {},
+            "kind": "contrastive", "task": "ag_retrieval", "text_b": "description"}
+REVIEWS = json.loads((ROOT / BASE).read_text())["sources"]
+STSB_RECIPE = {"sources": STSB, "epochs": 4, "max_steps": 0, "eval_every": 0, "batch_size": 16, "lr": 2e-5}
+EMBEDDING = {
+    "joint_stsb": ({"sources": REVIEWS + STSB, "batch_size": 56},
+                   "domain + polarity + STSb-train pairs (CoSENT), joint batches of 56 (~32 reviews + ~24 pairs)"),
+    "joint_agnews": ({"sources": REVIEWS + [AG_PAIRS], "batch_size": 56},
+                     "domain + polarity + AG News title -> description (in-batch negatives), joint batches of 56"),
+    "stsb_alone": (STSB_RECIPE, "STSb-train pairs alone (CoSENT), 4 epochs of 16 pairs, lr 2e-5"),
+    "stsb_top2": ({**STSB_RECIPE, "freeze": ["top:2"]}, "the same, only the top 2 layers train"),
+}
 OTHER = {
     "heads_uncached": ({"freeze": ["backbone"], "max_steps": 20, "eval_every": 20, "head_lr": 1e-2},
                        "backbone frozen, heads trained through the encoder (no cache; 20 steps, for the speed-up)"),
@@ -65,6 +82,10 @@ OTHER = {
     "agnews_alone": ({"sources": [AGNEWS]}, "AG News topic alone"),
     "clothing": ({"sources": [CLOTHING]}, "women's clothing: department + rating (1-2 / 3 / 4-5) on the same text"),
 }
+
+
+EMBEDDING["untrained"] = (None, "no training: all-MiniLM-L6-v2 as it comes (the bar for the rows above)")
+ALL = ROWS | EMBEDDING | OTHER
 
 
 def command(overrides):
@@ -95,13 +116,14 @@ def sts_after(model):
 
 def test_metrics(run_dir):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return {r["task"]: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}
+    keys = ("accuracy", "macro_f1", "spearman", "pearson", "recall_at_1", "mrr")
+    return {r["task"]: {k: r[k] for k in keys if k in r}
             for r in rows if r["split"] == "test" and r.get("checkpoint") == "best"}
 
 
 def run(name, overrides):
     cfg = load_config(ROOT / BASE, [])
-    settings = {**COMMON, **overrides, "out_dir": str(OUT / name)}
+    settings = {**COMMON, **overrides, "out_dir": str(OUT / name), "overwrite": True}
     cfg = TrainConfig(**{**cfg.__dict__, **settings})
     t0 = time.perf_counter()
     model = train(cfg)
@@ -110,7 +132,7 @@ def run(name, overrides):
     rate = [r["samples_per_s"] for r in rows if "samples_per_s" in r][-1]
     start, end = trainable_counts(model, cfg)
     return {"test": test_metrics(OUT / name), "trainable": end, "trainable_start": start, "wall_s": wall, "samples_per_s": rate, "sts_spearman": sts_after(model),
-            "command": command({k: v for k, v in settings.items() if k != "out_dir"})}
+            "command": command({k: v for k, v in settings.items() if k not in ("out_dir", "overwrite")})}
 
 
 def zero_shot():
@@ -132,6 +154,23 @@ def zero_shot():
             "command": "python examples/05_study.py zero_shot"}
 
 
+def untrained_retrieval():
+    """The pretrained encoder's recall@1 / MRR on AG News title -> description (held-out test split), and its STSb
+    test Spearman through the pairs task (the same number as evaluate_sts): the bar the embedding rows must clear."""
+    from minimt.data import load_splits as splits_of
+    from minimt.evaluate import evaluate
+    from minimt.multitask import MultiTaskModel
+    from minimt.objectives import pair_tasks
+    t0 = time.perf_counter()
+    sources = [Source(**src) for src in [AG_PAIRS] + STSB]
+    test = splits_of(sources, None, 0)["test"]
+    model = MultiTaskModel(SentenceEncoder.from_pretrained("all-MiniLM-L6-v2"), {})
+    res, _ = evaluate(model, test, {}, "test", specs=pair_tasks(sources))
+    return {"test": {t: {k: v for k, v in r.items() if k not in ("kind", "n")} for t, r in res.items()},
+            "trainable": 0, "wall_s": time.perf_counter() - t0, "samples_per_s": None,
+            "sts_spearman": res["stsb"]["spearman"], "command": "python examples/05_study.py untrained"}
+
+
 def continual():
     t0 = time.perf_counter()
     first = run("continual_1_domain", {"task_weights": {"sentiment": 0.0}})
@@ -149,16 +188,18 @@ def main(names):
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     torch.manual_seed(0)
     for name in names:
-        print(f"\n##### {name}: {(ROWS | OTHER)[name][1]}")
+        print(f"\n##### {name}: {ALL[name][1]}")
         if name == "zero_shot":
             results[name] = zero_shot()
+        elif name == "untrained":
+            results[name] = untrained_retrieval()
         elif name == "continual":
             results[name] = continual()
         else:
-            results[name] = run(name, (ROWS | OTHER)[name][0])
-            if name in OTHER:  # their sources are long JSON: name the row, whose settings are above
+            results[name] = run(name, ALL[name][0])
+            if name in OTHER or name in EMBEDDING:  # their sources are long JSON: name the row, set above
                 results[name]["command"] = f"python examples/05_study.py {name}"
-        results[name]["what"] = (ROWS | OTHER)[name][1]
+        results[name]["what"] = ALL[name][1]
         files.write_text(results_path, json.dumps(results, indent=1) + "\n", option="path")  # a kill keeps the old
     write_readme(results)
 
@@ -192,6 +233,17 @@ def write_readme(results):
         lines += ["", f"Embedding cache: heads-only training runs at {fast:,.0f} samples/s on cached vectors against "
                       f"{slow:,.1f} samples/s through the frozen encoder, {fast / slow:,.0f}x faster per epoch (the "
                       f"cache itself costs one encoder pass over the distinct texts)."]
+    lines += ["", "| tasks on the embedding | domain acc | sentiment acc | STSb test Spearman after | AG News title → "
+                  "description: recall@1 / MRR (test) | trainable params | wall s | command |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name in EMBEDDING:
+        if name in results:
+            r = results[name]
+            d, s, ag = (r["test"].get(t, {}) for t in ("domain", "sentiment", "ag_retrieval"))
+            retrieval = f"{ag['recall_at_1']:.3f} / {ag['mrr']:.3f}" if ag else "—"
+            lines.append(f"| {r['what']} | {fmt(d.get('accuracy'))} | {fmt(s.get('accuracy'))} | "
+                         f"{r['sts_spearman']:.2f} | {retrieval} | {r['trainable']:,} | {r['wall_s']:.0f} | "
+                         f"`{r['command']}` |")
     lines += ["", "| other set-ups | task: test acc / macro-F1 | wall s | STSb Spearman after | command |",
               "|---|---|---|---|---|"]
     for name in OTHER:
@@ -200,7 +252,7 @@ def write_readme(results):
             tasks = "; ".join(f"{t}: {m['accuracy']:.3f} / {m['macro_f1']:.3f}" for t, m in r["test"].items())
             lines.append(f"| {r['what']} | {tasks} | {r['wall_s']:.0f} | {r['sts_spearman']:.2f} | "
                          f"`{r['command']}` |")
-    plot_study({name: results[name] for name in ROWS if name in results}, FIGURE)
+    plot_study({name: results[name] for name in ROWS | EMBEDDING if name in results}, FIGURE)
     lines += ["", f"![accuracy per task and STSb after training, against trainable parameters]"
                   f"({FIGURE.relative_to(ROOT)})"]
     readme = ROOT / "README.md"
@@ -216,8 +268,8 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["readme"]:  # rewrite the README's tables from runs/study/results.json, no training
         write_readme(json.loads((OUT / "results.json").read_text()))
         sys.exit()
-    chosen = sys.argv[1:] or list(ROWS) + list(OTHER)
-    unknown = [n for n in chosen if n not in ROWS and n not in OTHER]
+    chosen = sys.argv[1:] or list(ALL)
+    unknown = [n for n in chosen if n not in ALL]
     if unknown:
-        sys.exit(f"unknown rows {unknown}; choose from {list(ROWS) + list(OTHER)}")
+        sys.exit(f"unknown rows {unknown}; choose from {list(ALL)}")
     main(chosen)

@@ -295,8 +295,14 @@ def load_splits(sources, data_dir=None, seed=0, fractions=(0.8, 0.1, 0.1)):
                                  f"files with the same name, or one file listed twice")
             origin[ex.id] = source.path
         (splits[source.split] if source.split else pooled).extend(examples)
-    for name, examples in _split_by_seed(pooled, seed, fractions).items():
-        splits[name].extend(examples)
+    # labelled rows and each pair task's rows are split on their own: adding a pair task to a config never moves
+    # a labelled example to another split, so its scores stay comparable with the runs without it
+    by_task = {}
+    for ex in pooled:
+        by_task.setdefault(None if ex.pair is None else ex.pair.task, []).append(ex)
+    for group in by_task.values():
+        for name, examples in _split_by_seed(group, seed, fractions).items():
+            splits[name].extend(examples)
     if not splits["train"]:
         raise ValueError(f"no training examples from {[s.path for s in sources]}; give a Source with split='train' "
                          f"or leave split='' so rows are split by seed")
