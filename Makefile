@@ -6,7 +6,7 @@ DEV    := .venv-dev
 PY     := $(VENV)/bin/python
 DEVPY  := $(DEV)/bin/python
 
-.PHONY: help setup weights data test demo sts multitask freeze train study export golden interop bench package clean
+.PHONY: help setup weights data test demo sts trace multitask freeze train study export golden interop bench package clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 10
@@ -34,6 +34,10 @@ demo: setup weights  ## embed six sentences, cosine similarities, a semantic sea
 sts: setup weights data  ## STS benchmark test split: Pearson and Spearman of all-MiniLM-L6-v2
 	$(PY) -m minimt sts
 
+TEXT ?= The battery of my new phone dies by noon.
+trace: setup weights  ## one text through the model: tokens, shapes, norms, attention per head, nearest words (TEXT="...")
+	$(PY) -m minimt trace "$(TEXT)" --top 3
+
 multitask: setup weights  ## a two-task model, every tensor shape on the way, untrained head outputs
 	$(PY) examples/02_multitask.py
 
@@ -43,7 +47,7 @@ freeze: setup weights  ## each freezing scenario and the trainable table it leav
 train: setup weights data  ## train domain + sentiment on real reviews (-> runs/train/best/), label new ones
 	$(PY) examples/04_train.py
 
-study: setup weights data  ## the freeze study: every mode measured on real data (~1 hour; table -> README)
+study: setup weights data  ## the study: every freezing mode and tasks on the embedding, on real data (~1.5 hours; table and figure -> README)
 	$(PY) examples/05_study.py
 
 runs/train/best/checkpoint.json:
