@@ -37,8 +37,14 @@ def release_freed_memory():
 
 
 def count_lines(path):
-    with open(path, encoding="utf-8", newline="") as f:
-        return sum(1 for _ in f)
+    """The number of lines; reading them all first also checks the whole file is UTF-8 before any output exists."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return sum(1 for _ in f)
+    except UnicodeDecodeError:
+        from minimt.data import bad_utf8_line
+        raise ValueError(f"{path}:{bad_utf8_line(path)}: not UTF-8 text; convert the file to UTF-8 "
+                         f"(e.g. iconv -f latin1 -t utf-8)") from None
 
 
 def read_chunks(path, size=CHUNK):

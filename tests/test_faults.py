@@ -132,10 +132,13 @@ def checkpoint_rows(trained, tmp_path):
         (["embed", "--input", tmp_path, "--output", tmp_path / "x.npy"], "Is a directory"),
         (["embed", "--input", tmp_path / "none.txt", "--output", tmp_path / "x.npy"], "none.txt"),
         (["train", tmp_path / "none.json"], "none.json"),
+        (["embed", "--input", bad_file(tmp_path, "latin.txt", b"fine\ncaf\xe9\n"), "--output", tmp_path / "y.npy"],
+         "latin.txt:2: not UTF-8 text"),
+        (["embed", "a", "--output", "/dev/null"], "is not a regular file"),
     ]
 
 
-@pytest.mark.parametrize("row", range(12))
+@pytest.mark.parametrize("row", range(14))
 def test_cli_bad_input(trained, tmp_path, row):
     argv, says = checkpoint_rows(trained, tmp_path)[row]
     before = {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()}
