@@ -18,7 +18,7 @@ import glob
 import json
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -84,6 +84,13 @@ class Source:
 
     def __post_init__(self):
         from minimt.objectives import KINDS, LOSSES
+        for f in fields(self):  # a "5" for limit or a string for labels must fail here, naming the field
+            v, want = getattr(self, f.name), f.type
+            ok = (v is None and f.default is None) or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                       if want is float else isinstance(v, want)
+                                                       and not (want is int and isinstance(v, bool)))
+            if not ok:
+                raise ValueError(f"Source {self.path}: {f.name}={v!r} must be a {want.__name__}")
         if self.kind not in KINDS:
             raise ValueError(f"Source {self.path}: kind {self.kind!r}; use one of {list(KINDS)}")
         if self.kind == "classify":

@@ -368,7 +368,13 @@ def fit(cfg, device, rank, world, log):
 def load_data(cfg, log):
     """The splits, the label maps (from train; dev and test are checked against them) and the pairs and
     contrastive tasks ({task: its Source})."""
-    sources = [Source(**s) for s in cfg.sources]
+    sources = []
+    for i, s in enumerate(cfg.sources):
+        unknown = set(s) - {f.name for f in fields(Source)}
+        if unknown:
+            raise ValueError(f"sources[{i}]: unknown field(s) {sorted(unknown)}; a source has "
+                             f"{[f.name for f in fields(Source)]}")
+        sources.append(Source(**s))
     tasks = list(dict.fromkeys(t for s in sources for t in s.labels))
     splits = load_splits(sources, cfg.data_dir or None, cfg.split_seed)
     maps = label_maps(splits["train"], tasks)

@@ -159,3 +159,16 @@ def test_a_real_bug_still_shows_its_traceback(monkeypatch):
     monkeypatch.setattr(main_module, "main", lambda: [][1])  # an IndexError is no expected error
     with pytest.raises(IndexError):
         main_module.run()
+
+
+@pytest.mark.parametrize("source, says", [
+    ({"limit": "5"}, "limit='5' must be a int"),
+    ({"labels": "topic"}, "labels='topic' must be a dict"),
+    ({"txt": "text"}, "sources[0]: unknown field(s) ['txt']"),
+])
+def test_source_fields_are_checked(data_file, tiny_checkpoint, tmp_path, source, says):
+    base = {"path": str(data_file), "text": "text", "labels": {"topic": "topic"}}
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"sources": [{**base, **source}], "model": str(tiny_checkpoint)}))
+    rc, msg = cli("train", cfg, f"--out_dir={tmp_path / 'run'}")
+    assert rc == 1 and says in msg and "\n" not in msg, msg
