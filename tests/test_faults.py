@@ -55,7 +55,7 @@ TRAIN_SETTINGS = [  # (override, what the message must say)
     ("--bf16=maybe", "bf16='maybe' must be true or false"),
     ("--freeze=backbone_", "target 'backbone_' is not known"),
     ("--freeze=head:nope", "no task 'nope'"),
-    ("--task_weights={\"nope\":1}", "task_weights names ['nope'], which no source labels"),
+    ("--task_weights={\"nope\":1}", "task_weights names ['nope'], which no source defines"),
     ("--task_weights={\"topic\":-1}", "each weight must be a number >= 0"),
     ("--mixing=mixed", "mixing='mixed' is not supported"),
     ("--learning_rate=1", "unknown setting 'learning_rate'"),
