@@ -7,6 +7,10 @@
 Sorting is what makes packing pay: texts of similar length share a batch, so a batch holds a few runs of
 equal-length texts and no padding at all (model.Packed). The same function trains (multitask.py).
 """
+import functools
+import sys
+import time
+
 import torch
 from tqdm import tqdm  # installed with huggingface-hub
 
@@ -32,8 +36,11 @@ class SentenceEncoder:
     def from_pretrained(cls, name_or_path="all-MiniLM-L6-v2", dtype="float32", attention="sdpa", device="cpu"):
         """A directory (a sentence-transformers or Hugging Face checkpoint, a minimt export, or a training
         checkpoint such as runs/train/best), or a Hub id / name, found or fetched by download.locate."""
+        if dtype == "auto":
+            dtype, why = auto_dtype(pick_device(device))
+            print(f"dtype='auto' -> {dtype}: {why}", file=sys.stderr)
         if dtype not in DTYPES:
-            raise ValueError(f"dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}")
+            raise ValueError(f"dtype {dtype!r} is not supported; use one of {sorted(DTYPES) + ['auto']}")
         if dtype == "float16" and pick_device(device).type != "cuda":
             raise ValueError(f"dtype 'float16' is for CUDA only (device {device!r}): CPUs compute it slowly and "
                              f"without fp32 accumulation; use dtype='bfloat16' there")
@@ -153,6 +160,37 @@ class SentenceEncoder:
     def embed_batch(self, ids):
         """Token-id lists sorted longest first -> pooled (b, H) vectors."""
         return embed_sorted(self.model, ids)
+
+
+BF16_PAYS = 1.8  # bf16 is worth its rounding where its matmuls run this much faster than fp32's
+
+
+def auto_dtype(device):
+    """(dtype, why) for dtype="auto": bfloat16 where bf16 matmuls run >= BF16_PAYS x float32 on this machine
+    (CPUs with AVX512-BF16 or AMX: 2-10x; elsewhere bf16 is emulated and slower), on CUDA where the GPU has bf16;
+    otherwise float32. The bf16 quality gate (tests/test_encoder.py) holds either way."""
+    if device.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+        return ("bfloat16", "this GPU computes bf16") if ok else ("float32", "this GPU has no bf16")
+    if device.type != "cpu":
+        return "float32", f"no bf16 check for {device.type}"
+    ratio = bf16_speedup()
+    verdict = "bfloat16" if ratio >= BF16_PAYS else "float32"
+    return verdict, f"bf16 matmuls run {ratio:.1f}x float32's on this CPU (bf16 pays from {BF16_PAYS}x)"
+
+
+@functools.cache  # once per process: ~0.1 s
+def bf16_speedup(tokens=512, H=384, I=1536, reps=5):
+    """float32 time / bfloat16 time of an FFN-sized matmul pair on the CPU: the model's shapes, best of `reps`."""
+    def best(dtype):
+        x, w1, w2 = torch.randn(tokens, H, dtype=dtype), torch.randn(I, H, dtype=dtype), torch.randn(H, I, dtype=dtype)
+        times = []
+        for _ in range(reps + 1):  # the first call warms up (packing, thread pool)
+            t0 = time.perf_counter()
+            (x @ w1.t()) @ w2.t()                                         # (tokens, I) then (tokens, H)
+            times.append(time.perf_counter() - t0)
+        return min(times[1:])
+    return best(torch.float32) / best(torch.bfloat16)
 
 
 def pick_device(device):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from helpers import assert_close
-from minimt import cos_sim
+from minimt import SentenceEncoder, cos_sim
 
 TEXTS = ["short", "a somewhat longer sentence about the weather in spring", "mid length text here",
          "", "🙂", "The quick brown fox jumps over the lazy dog. " * 40, "x"]
@@ -107,3 +107,19 @@ def test_chunked_encoding_equals_one_chunk(minilm, monkeypatch):
     whole = minilm.encode(texts, batch_size=8)
     monkeypatch.setattr(encoder, "CHUNK", 7)
     assert_close(minilm.encode(texts, batch_size=8), whole, 1e-6, "chunks of 7 vs one chunk")
+
+
+@pytest.mark.parametrize("ratio, want", [(9.9, torch.bfloat16), (1.79, torch.float32), (0.3, torch.float32)])
+def test_dtype_auto_picks_bf16_only_where_it_pays(minilm_dir, monkeypatch, capsys, ratio, want):
+    import minimt.encoder as encoder_module
+    monkeypatch.setattr(encoder_module, "bf16_speedup", lambda: ratio)  # as if measured on such a CPU
+    enc = SentenceEncoder.from_pretrained(minilm_dir, dtype="auto")
+    assert enc.model.embeddings.word.weight.dtype == want
+    line = capsys.readouterr().err.strip()
+    assert line == (f"dtype='auto' -> {str(want).split('.')[1]}: bf16 matmuls run {ratio:.1f}x float32's on this "
+                    f"CPU (bf16 pays from 1.8x)")
+
+
+def test_bf16_speedup_is_a_positive_ratio():
+    from minimt.encoder import bf16_speedup
+    assert 0 < bf16_speedup() < 100
