@@ -1,11 +1,13 @@
-"""The freeze study: what each way of freezing costs and buys, on real reviews.
+"""The study: what each way of freezing costs and buys on real reviews, and whether tasks on the embedding itself
+(pairs, contrastive) keep the encoder a good sentence encoder while the heads learn.
 
-    make study    (or: .venv/bin/python examples/05_study.py [row ...])   58 minutes measured on 2 cores
+    make study    (or: .venv/bin/python examples/05_study.py [row ...])   ~1.5 hours on 2 cores
 
-Every row trains from the pretrained all-MiniLM-L6-v2 with the same data, seed, steps and learning rates, and
-differs only in what is frozen. Measured: test accuracy and macro-F1 per task, trainable parameters, wall time,
+Every freezing row trains from the pretrained all-MiniLM-L6-v2 with the same data, seed, steps and learning rates,
+and differs only in what is frozen. Measured: test accuracy and macro-F1 per task, trainable parameters, wall time,
 training samples/s, and the encoder's STS benchmark Spearman after training (82.03 before: how much general
-sentence similarity each mode gives up). Results go to runs/study/results.json, the README's study table and
+sentence similarity each mode gives up). The embedding rows add STSb-train pairs or AG News title -> description
+pairs to the same reviews (or train on STSb alone), and report the same numbers plus retrieval on held-out AG News. Results go to runs/study/results.json, the README's study table and
 its figure, examples/study.png (accuracy per task and STSb after, against trainable parameters).
 """
 import json
