@@ -69,6 +69,11 @@ STSB_RECIPE = {"sources": STSB, "epochs": 4, "max_steps": 0, "eval_every": 0, "b
 EMBEDDING = {
     "joint_stsb": ({"sources": REVIEWS + STSB, "batch_size": 56},
                    "domain + polarity + STSb-train pairs (CoSENT), joint batches of 56 (~32 reviews + ~24 pairs)"),
+    # CoSENT's logits are cosines x 20, so its gradients are ~20x a cross-entropy's: weights below 1 rebalance
+    "joint_stsb_w02": ({"sources": REVIEWS + STSB, "batch_size": 56, "task_weights": {"stsb": 0.2}},
+                       "the same, the pairs' loss weighted 0.2"),
+    "joint_stsb_w005": ({"sources": REVIEWS + STSB, "batch_size": 56, "task_weights": {"stsb": 0.05}},
+                        "the same, the pairs' loss weighted 0.05 (= 1 / CoSENT's scale)"),
     "joint_agnews": ({"sources": REVIEWS + [AG_PAIRS], "batch_size": 56},
                      "domain + polarity + AG News title -> description (in-batch negatives), joint batches of 56"),
     "stsb_alone": (STSB_RECIPE, "STSb-train pairs alone (CoSENT), 4 epochs of 16 pairs, lr 2e-5"),
