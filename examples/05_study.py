@@ -76,6 +76,8 @@ EMBEDDING = {
                         "the same, the pairs' loss weighted 0.05 (= 1 / CoSENT's scale)"),
     "joint_agnews": ({"sources": REVIEWS + [AG_PAIRS], "batch_size": 56},
                      "domain + polarity + AG News title -> description (in-batch negatives), joint batches of 56"),
+    "agnews_contrastive": ({"sources": [AG_PAIRS]}, "AG News title -> description alone (in-batch negatives, batches "
+                                                     "of 32)"),
     "stsb_alone": (STSB_RECIPE, "STSb-train pairs alone (CoSENT), 4 epochs of 16 pairs, lr 2e-5"),
     "stsb_top2": ({**STSB_RECIPE, "freeze": ["top:2"]}, "the same, only the top 2 layers train"),
 }
