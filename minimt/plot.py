@@ -69,10 +69,11 @@ def plot_run(run_dir, out=None):
 
 def plot_study(rows, out):
     """The study as one figure: what each row buys (test accuracy per task, left) against what it costs
-    (trainable parameters, x), and what it gives up (the encoder's STSb Spearman after training, right).
+    (trainable parameters, x), what it gives up (the encoder's STSb Spearman after training, middle), and the two
+    against each other (right).
     rows: {name: {"trainable": int, "test": {task: {"accuracy": ...}}, "sts_spearman": float}}."""
     plt = pyplot()
-    fig, (ax_acc, ax_sts) = plt.subplots(1, 2, figsize=(14, 5))
+    fig, (ax_acc, ax_sts, ax_trade) = plt.subplots(1, 3, figsize=(20, 5.5))
     tasks = list(dict.fromkeys(t for r in rows.values() for t, m in r["test"].items() if "accuracy" in m))
     for task, marker in zip(tasks, "os^Dv<>p*h"):
         pts = [(r["trainable"], r["test"][task]["accuracy"], name) for name, r in rows.items() if task in r["test"]]
@@ -87,5 +88,13 @@ def plot_study(rows, out):
                         textcoords="offset points")
     ax_sts.set(title="STSb test Spearman after training (82.03 before)", xlabel="trainable parameters",
                xscale="symlog")
+    # the trade-off itself: what each row kept of general similarity against what it learned
+    for task, marker in zip(tasks, "os^Dv<>p*h"):
+        pts = [(r["sts_spearman"], r["test"][task]["accuracy"], name) for name, r in rows.items() if task in r["test"]]
+        ax_trade.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=task)
+        for x, y, name in pts:
+            ax_trade.annotate(name, (x, y), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ax_trade.set(title="test accuracy against STSb after (up and right is better)", xlabel="STSb test Spearman after")
+    ax_trade.legend(fontsize=8)
     fig.tight_layout()
     return save(fig, out)
