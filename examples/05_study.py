@@ -74,6 +74,9 @@ EMBEDDING = {
                        "the same, the pairs' loss weighted 0.2"),
     "joint_stsb_w005": ({"sources": REVIEWS + STSB, "batch_size": 56, "task_weights": {"stsb": 0.05}},
                         "the same, the pairs' loss weighted 0.05 (= 1 / CoSENT's scale)"),
+    "joint_stsb_w005_gradual": ({"sources": REVIEWS + STSB, "batch_size": 56, "task_weights": {"stsb": 0.05},
+                                 "unfreeze_every": 20},
+                                "the same at 0.05, with gradual unfreezing (one layer from the top every 20 steps)"),
     "joint_agnews": ({"sources": REVIEWS + [AG_PAIRS], "batch_size": 56},
                      "domain + polarity + AG News title -> description (in-batch negatives), joint batches of 56"),
     "agnews_contrastive": ({"sources": [AG_PAIRS]}, "AG News title -> description alone (in-batch negatives, batches "
