@@ -1,4 +1,5 @@
-"""The command line: python -m minimt {embed, similarity, sts, train, predict, evaluate, weights, plot, export, trace, data} ..."""
+"""The command line: python -m minimt {embed, similarity, sts, trace, train, predict, evaluate, weights, plot,
+export, data} ..."""
 import argparse
 import errno
 import json
@@ -224,7 +225,8 @@ def run_checkpoint_command(args):
         if unknown:
             raise ValueError(f"--label names {unknown}, which {args.checkpoint} has no head for; its tasks are "
                              f"{list(model.tasks)}")
-        examples, split = read_source(Source(path=str(Path(args.data).resolve()), text=args.text, labels=labels)), "data"
+        source = Source(path=str(Path(args.data).resolve()), text=args.text, labels=labels)
+        examples, split = read_source(source), "data"
     else:
         sources = [Source(**s) for s in cfg.sources]
         examples, split = load_splits(sources, cfg.data_dir or None, cfg.split_seed)[args.split], args.split

@@ -249,8 +249,8 @@ def test_the_registry_matches_the_data():
             assert f.url.startswith(f"https://raw.githubusercontent.com/{f.repo}/{f.commit}/") and " " not in f.url
             assert f.size > 0 and (f.member or f.encoding or not f.public_sha256), (name, f)  # public != final
     used = set()
-    code = [*ROOT.glob("examples/*.py"), *ROOT.glob("examples/*.json"), *ROOT.glob("tests/*.py"), *ROOT.glob("tests/bench/*.py"),
-            *ROOT.glob("minimt/*.py")]
+    code = [*ROOT.glob("examples/*.py"), *ROOT.glob("examples/*.json"), *ROOT.glob("tests/*.py"),
+            *ROOT.glob("tests/bench/*.py"), *ROOT.glob("minimt/*.py")]
     for p in code:
         if p.name != "test_datasets.py":  # this file names made-up datasets
             text = p.read_text(encoding="utf-8")
