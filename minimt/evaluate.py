@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from minimt.data import IGNORE, collate
+from minimt.encoder import SentenceEncoder
 from minimt.metrics import accuracy, confusion, macro_f1
 from minimt.objectives import pair_metrics
 
@@ -43,13 +44,10 @@ def evaluate(model, examples, maps, split, batch_size=64, cache=None, records=Tr
         rows = [ex for ex in examples if ex.pair is not None and ex.pair.task == t]
         if not rows:
             continue  # this split has none of the task's rows (a source with split="train" only)
-        u = embed(model, [ex.text for ex in rows], batch_size)           # (n, H)
-        v = embed(model, [ex.pair.text_b for ex in rows], batch_size)    # (n, H)
+        encoder = SentenceEncoder(model.bert, model.tokenizer)  # the same BertModel: sorted, packed batches
+        u = encoder.encode([ex.text for ex in rows], convert_to_tensor=True)          # (n, H)
+        v = encoder.encode([ex.pair.text_b for ex in rows], convert_to_tensor=True)   # (n, H)
         scores = torch.tensor([ex.pair.score or 0.0 for ex in rows])
         out[t] = {"kind": spec.kind, **pair_metrics(spec.kind, u, v, scores)}
     return out, preds
 
-
-def embed(model, texts, batch_size):
-    return torch.cat([model(model.tokenizer.encode(texts[i:i + batch_size])).float()
-                      for i in range(0, len(texts), batch_size)])

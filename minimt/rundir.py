@@ -16,6 +16,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from minimt import files
+
 LOCK = "run.lock"
 RUN_FILES = ("best", "last", "metrics.jsonl", "predictions.jsonl", "curves.png")  # what a run writes into out_dir
 # settings whose change makes a resumed run differ from an uninterrupted one (the rest, such as eval_every,
@@ -131,16 +133,11 @@ def check_resume(cfg, out):
 
 def trim_metrics(path, step):
     """After a resume from `step`, drop the lines the interrupted run wrote past it: they are written again, and
-    metrics.jsonl must never hold one step twice. Rewritten atomically (temp file, fsync, rename)."""
+    metrics.jsonl must never hold one step twice. Rewritten whole or not at all (minimt/files.py)."""
     path = Path(path)
     if not path.exists():
         return 0
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     keep = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(keep)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    files.write_text(path, "".join(keep), "out_dir")
     return len(lines) - len(keep)

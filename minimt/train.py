@@ -221,8 +221,9 @@ def train_step(model, opt, micro, cfg, maps, cache=None, shard=(0, 1), scaler=No
         if mine:
             with autocast:
                 # the labels are encoded above for every process; the texts only need their token ids here
-                texts = [t for ex in mine for t in ex.texts()]
-                starts = [0] + list(itertools.accumulate(len(ex.texts()) for ex in mine))[:-1]  # each row's first
+                per_row = [ex.texts() for ex in mine]  # a pair row brings text_b (and hard negatives) too
+                texts = [t for row in per_row for t in row]
+                starts = [0] + list(itertools.accumulate(len(row) for row in per_row))[:-1]  # each row's first
                 vectors = cache(mine) if cache is not None else model(model.tokenizer.encode(texts))  # (n, H)
                 loss = task_loss(model.classify(vectors[starts]), labels, task, cfg.task_weights,
                                  dict(zip(maps, counts)))
