@@ -53,6 +53,14 @@ class Example:
         return [self.text] if self.pair is None else [self.text, self.pair.text_b, *self.pair.negatives]
 
 
+def of_type(value, want):
+    """Whether a setting read from JSON has the field's type: a bool is no int (JSON true is not 1), an int is a
+    float (JSON 5 for 5.0). Used for Source and TrainConfig fields alike."""
+    if want is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, want) and not (want is int and isinstance(value, bool))
+
+
 def has_task(ex, task):
     return ex.labels.get(task) is not None or (ex.pair is not None and ex.pair.task == task)
 
@@ -86,10 +94,7 @@ class Source:
         from minimt.objectives import KINDS, LOSSES
         for f in fields(self):  # a "5" for limit or a string for labels must fail here, naming the field
             v, want = getattr(self, f.name), f.type
-            ok = (v is None and f.default is None) or (isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                       if want is float else isinstance(v, want)
-                                                       and not (want is int and isinstance(v, bool)))
-            if not ok:
+            if not ((v is None and f.default is None) or of_type(v, want)):
                 raise ValueError(f"Source {self.path}: {f.name}={v!r} must be a {want.__name__}")
         if self.kind not in KINDS:
             raise ValueError(f"Source {self.path}: kind {self.kind!r}; use one of {list(KINDS)}")

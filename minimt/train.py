@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm  # installed with huggingface-hub
 
 from minimt import checkpoint, distributed, files, rundir
-from minimt.data import IGNORE, MODES, Source, check_labels, encode_labels, label_maps, load_splits, plan_epoch
+from minimt.data import IGNORE, MODES, Source, of_type, check_labels, encode_labels, label_maps, load_splits, plan_epoch
 from minimt.encoder import SentenceEncoder
 from minimt.evaluate import evaluate
 from minimt.freeze import freeze, open_units, param_groups, trainable_table, unfreeze_schedule
@@ -78,10 +78,7 @@ class TrainConfig:
             if f.type is list and isinstance(v, str):
                 v = [v]  # --freeze=backbone means ["backbone"]
                 setattr(self, f.name, v)
-            ok = (isinstance(v, bool) if f.type is bool else
-                  isinstance(v, int) and not isinstance(v, bool) if f.type is int else
-                  isinstance(v, (int, float)) and not isinstance(v, bool) if f.type is float else isinstance(v, f.type))
-            if not ok:
+            if not of_type(v, f.type):
                 raise ValueError(f"setting {f.name}={v!r} must be {TYPE_NAMES[f.type]} (e.g. --{f.name}="
                                  f"{json.dumps(f.default_factory() if callable(f.default_factory) else f.default)})")
         for name, (ok, rule) in RANGES.items():
