@@ -1,6 +1,6 @@
 """Checkpoints of a MultiTaskModel: a directory anyone can read without minimt's training code.
 
-    <dir>/model.safetensors   every tensor, minimt names (bert.layers.0.attn.query.weight, heads.topic.out.bias)
+    <dir>/model.safetensors   every tensor, minimt names (bert.layers.0.attn.qkv.weight, heads.topic.out.bias)
     <dir>/checkpoint.json     model config, tasks and their label lists, head kind, training config, step, metrics,
                               versions, and the sha256 of the label lists and of each file beside it
     <dir>/tokenizer.json      the tokenizer, so the directory is self-contained

@@ -55,7 +55,7 @@ class SentenceEncoder:
             load_weights(model, model_dir / "model.safetensors")
             tokenizer = Tokenizer(model_dir / "tokenizer.json", cfg.max_seq_length, cfg.do_lower_case)
         model.set_attention(attention)
-        model.to(DTYPES[dtype])
+        model.to(DTYPES[dtype]).set_prepacked(torch.backends.mkldnn.is_available())
         return cls(model.eval(), tokenizer).to(device)  # a model of its own: inference, no dropout
 
     def save(self, path):
@@ -134,7 +134,8 @@ class SentenceEncoder:
 
         out = torch.empty(len(texts), self.dim, dtype=torch.float32)
         was_training = self.model.training  # a model shared with training is put back as it was
-        self.model.eval()
+        if was_training:  # (eval() walks every module: ~0.15 ms, a twentieth of one sentence's encode)
+            self.model.eval()
         bar = tqdm(total=len(texts), desc="encode", unit="text", disable=not show_progress_bar)
         try:
             # texts are tokenized and sorted a chunk at a time: memory beyond `out` stays flat for any corpus size
@@ -147,7 +148,8 @@ class SentenceEncoder:
                     out[[c0 + i for i in idx]] = emb.cpu()                        # scatter back to input order
                     bar.update(len(idx))
         finally:
-            self.model.train(was_training)
+            if was_training:
+                self.model.train()
             bar.close()
 
         if convert_to_tensor:

@@ -2,7 +2,7 @@
 (SentenceTransformer(dir)), by transformers (AutoModel.from_pretrained(dir)) and by minimt itself:
 
     config.json                        transformers' BertConfig, model_type "bert"
-    model.safetensors                  the encoder in transformers' BertModel names (weights.checkpoint_name)
+    model.safetensors                  the encoder in transformers' BertModel names (weights.checkpoint_tensors)
     tokenizer.json                     the tokenizer; tokenizer_config.json says how to build it (BertTokenizer)
     modules.json                       the pipeline: Transformer -> Pooling [-> Normalize]
     sentence_bert_config.json          max_seq_length and do_lower_case
@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from minimt.checkpoint import check_labels, check_sha256, fresh_dir, labels_sha256, publish, read_json
 from minimt.download import sha256_of
-from minimt.weights import checkpoint_name, read_tensors
+from minimt.weights import checkpoint_tensors, read_tensors
 
 MODULE_TYPES = {"Transformer": "sentence_transformers.models.Transformer",  # the paths every version resolves
                 "Pooling": "sentence_transformers.models.Pooling",
@@ -50,7 +50,7 @@ def bert_config(cfg):
 def bert_state(model):
     """minimt's tensors under transformers' BertModel names, plus the two it does not use (see the docstring)."""
     cfg = model.config
-    state = {checkpoint_name(k): v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().float().contiguous() for k, v in checkpoint_tensors(model.state_dict()).items()}
     if cfg.type_vocab_size == 0:
         state["embeddings.token_type_embeddings.weight"] = torch.zeros(1, cfg.hidden_size)
     state["pooler.dense.weight"] = torch.eye(cfg.hidden_size)

@@ -31,8 +31,6 @@ import torch.nn.functional as F
 
 from minimt.config import BertConfig
 
-FUSED_QKV_ROWS = 2048  # tokens in a batch from which one stacked Q/K/V matmul is faster than three
-
 
 @dataclass
 class Packed:
@@ -57,6 +55,30 @@ class Packed:
         input_ids = torch.tensor([t for x in ids for t in x], dtype=torch.long, device=device)    # (N,)
         positions = torch.cat([torch.arange(T, device=device).repeat(b) for _, b, T in runs])   # (N,)
         return cls(input_ids, positions, runs)
+
+
+class Linear(nn.Linear):
+    """nn.Linear that, for inference on the CPU, can multiply by a copy of its weight prepacked once.
+
+    A GEMM first rearranges the weight matrix into the blocked layout its inner kernel reads (tiles for AVX-512 or
+    AMX). F.linear does that on every call; for one sentence (a dozen rows) it is a large part of the work, in
+    bfloat16 on AMX most of it. oneDNN's _reorder_linear_weight does it once, and _linear_pointwise multiplies by the
+    prepacked copy (the ops PyTorch's own inductor uses): the same products, summed in another order (float32:
+    ~1e-6 apart; tests/test_packed.py). Taken only when use_prepacked is set (BertModel.set_prepacked), autograd
+    and autocast are off and the weight is a float32 or bfloat16 CPU tensor of x's dtype; otherwise F.linear. The
+    copy is made again whenever the weight changed (moved, cast, updated in place: its _version counts that), and
+    it is no parameter: state_dict and checkpoints are unchanged. It costs the weight's memory once more."""
+    use_prepacked = False
+
+    def forward(self, x):
+        w = self.weight
+        if (not self.use_prepacked or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu")
+                or w.device.type != "cpu" or x.dtype != w.dtype or w.dtype not in (torch.float32, torch.bfloat16)):
+            return F.linear(x, w, self.bias)
+        key = (w.data_ptr(), w._version, w.dtype)
+        if getattr(self, "prepacked_key", None) != key:
+            self.prepacked, self.prepacked_key = torch.ops.mkldnn._reorder_linear_weight(w.detach(), None), key
+        return torch.ops.mkldnn._linear_pointwise(x, self.prepacked, self.bias, "none", [], "")
 
 
 class Embeddings(nn.Module):
@@ -86,8 +108,8 @@ class SelfAttention(nn.Module):
         super().__init__()
         H = cfg.hidden_size
         self.n_head, self.head_dim = cfg.num_attention_heads, H // cfg.num_attention_heads
-        self.query, self.key, self.value = nn.Linear(H, H), nn.Linear(H, H), nn.Linear(H, H)
-        self.out = nn.Linear(H, H)
+        self.qkv = Linear(H, 3 * H)  # the query, key and value projections stacked: one matmul for all three
+        self.out = Linear(H, H)
         self.p_drop = cfg.attention_probs_dropout_prob
         self.use_sdpa = True  # fused kernel; set False for the manual path in attend (tests prove both equal)
         # a named point for observers (minimt/trace.py): a forward hook on it sees the manual path's (B, nh, T, T)
@@ -95,15 +117,8 @@ class SelfAttention(nn.Module):
         self.probs = nn.Identity()
 
     def forward(self, x, layout):
-        # 1) project every token (shape-agnostic: (B, T, H) or (N, H)). From FUSED_QKV_ROWS rows on, Q, K and V
-        # come from one matmul on the stacked weights: one larger GEMM beats three (~4% of encode time, measured);
-        # below, stacking the weights costs more than it saves. Stacked afresh each call: never stale in training.
-        if x.numel() // x.shape[-1] >= FUSED_QKV_ROWS:
-            w = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3H, H)
-            b = torch.cat([self.query.bias, self.key.bias, self.value.bias])        # (3H,)
-            q, k, v = F.linear(x, w, b).chunk(3, dim=-1)                            # 3 x (..., H) views
-        else:
-            q, k, v = self.query(x), self.key(x), self.value(x)
+        # 1) project every token to its query, key and value (shape-agnostic: (B, T, H) or (N, H))
+        q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3 x (..., H) views of one (..., 3H) result
         if isinstance(layout, torch.Tensor):  # padded: x (B, T, H), layout the (B, 1, 1, T) additive mask
             B, T, H = x.shape
             y = self.attend(*(self.heads(t, B, T) for t in (q, k, v)), layout)   # (B, nh, T, hd)
@@ -141,8 +156,8 @@ class FeedForward(nn.Module):
 
     def __init__(self, cfg: BertConfig):
         super().__init__()
-        self.up = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.up = Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.down = Linear(cfg.intermediate_size, cfg.hidden_size)
 
     def forward(self, x):
         u = self.up(x)                          # 4H wide
@@ -193,6 +208,13 @@ class BertModel(nn.Module):
             raise ValueError(f"attention {impl!r} is not known; use 'sdpa' or 'manual'")
         for layer in self.layers:
             layer.attn.use_sdpa = impl == "sdpa"
+
+    def set_prepacked(self, on=True):
+        """Multiply by prepacked weights when autograd is off (Linear.use_prepacked): for inference on the CPU."""
+        for m in self.modules():
+            if isinstance(m, Linear):
+                m.use_prepacked = on
+                m.prepacked = m.prepacked_key = None  # made again on first use
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         """A Packed batch -> (N, H) token vectors; or padded (B, T) input_ids with attention_mask (1 for real tokens)

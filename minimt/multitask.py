@@ -51,6 +51,9 @@ class MultiTaskModel(nn.Module):
             if len(labels) < 2 or len(set(labels)) != len(labels):
                 raise ValueError(f"task {name!r} needs at least 2 distinct labels, got {list(labels)}")
         self.bert = encoder.model      # the BertModel (model.py); a SentenceEncoder wraps the same one for encode()
+        # a model in training evaluates with the same F.linear it trains with: prepacked weights (model.Linear) sum
+        # in another order, and a run resumed from a checkpoint must score its steps exactly as before
+        self.bert.set_prepacked(False)
         self.tokenizer = encoder.tokenizer
         self.config = encoder.config
         self.tasks = {name: [str(x) for x in labels] for name, labels in tasks.items()}

@@ -55,11 +55,11 @@ def tiny_checkpoint(minilm_dir, tmp_path_factory):
     from safetensors.torch import save_file
     from minimt.config import BertConfig
     from minimt.model import BertModel
-    from minimt.weights import checkpoint_name
+    from minimt.weights import checkpoint_tensors
     d = tmp_path_factory.mktemp("tiny_ckpt")
     torch.manual_seed(0)
     cfg = BertConfig.tiny(vocab_size=30522)
-    state = {checkpoint_name(k): v for k, v in BertModel(cfg).state_dict().items()}
+    state = {k: v.contiguous() for k, v in checkpoint_tensors(BertModel(cfg).state_dict()).items()}
     save_file(state, d / "model.safetensors")
     hf = {k: v for k, v in asdict(cfg).items() if k not in ("max_seq_length", "pooling", "normalize", "do_lower_case")}
     (d / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_act": "gelu", **hf}))

@@ -75,15 +75,13 @@ def test_tiny_bert_base_dialect(attention):
         assert_close(hidden[b, :n], g["last_hidden_state"][b, :n], TOL, f"tiny BERT row {b} ({attention})")
 
 
-@pytest.mark.parametrize("qkv_rows", [0, 10**9])  # Q/K/V from one stacked matmul, or from three
 @pytest.mark.parametrize("layout", ["packed", "padded"])
-def test_tiny_bert_gradients_equal_transformers(layout, qkv_rows, monkeypatch):
+def test_tiny_bert_gradients_equal_transformers(layout):
     """The backward: a fixed loss (mean pooling, a fixed linear head, cross-entropy; dropout off) on padded texts of
     mixed lengths; every parameter's gradient == transformers' BertModel's (make_golden.py)."""
-    monkeypatch.setattr("minimt.model.FUSED_QKV_ROWS", qkv_rows)
     from minimt.model import Packed
     from minimt.pooling import pool, pool_packed
-    from minimt.weights import checkpoint_name
+    from minimt.weights import checkpoint_tensors
     d = GOLDEN / "tiny_bert"
     model = load_weights(BertModel(BertConfig.from_dir(d)), d / "model.safetensors").eval()
     g = load_file(d / "gradients.safetensors")
@@ -96,7 +94,7 @@ def test_tiny_bert_gradients_equal_transformers(layout, qkv_rows, monkeypatch):
     loss = torch.nn.functional.cross_entropy(pooled @ g["head_weight"].T + g["head_bias"], g["labels"])
     loss.backward()
     assert_close(loss.detach().reshape(1), g["loss"], 1e-6, f"loss ({layout})")
-    names = {checkpoint_name(k): p for k, p in model.named_parameters()}
-    assert set(names) == {k[len("grad."):] for k in g if k.startswith("grad.")}  # every parameter has a gradient
-    worst = max(assert_close(p.grad, g[f"grad.{k}"], TOL, f"gradient of {k} ({layout})") for k, p in names.items())
-    print(f"{len(names)} gradients ({layout}), maxdiff {worst:.2e}")
+    grads = checkpoint_tensors({k: p.grad for k, p in model.named_parameters()})  # Q, K, V cut apart again
+    assert set(grads) == {k[len("grad."):] for k in g if k.startswith("grad.")}  # every parameter has a gradient
+    worst = max(assert_close(d, g[f"grad.{k}"], TOL, f"gradient of {k} ({layout})") for k, d in grads.items())
+    print(f"{len(grads)} gradients ({layout}), maxdiff {worst:.2e}")

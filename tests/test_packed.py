@@ -19,11 +19,10 @@ TEXTS = ["", "a", "A man is playing a guitar.", "Someone plays the guitar!", "Th
          "word " * 300, "two words", "Tokens: ünïcödé, emoji 🙂, digits 12345.", "x y", "short one", "short two"]
 
 
-@pytest.fixture(params=["stacked", "separate"])
-def qkv(request, monkeypatch):
-    """Run a test with both Q/K/V paths: one stacked matmul (big batches) and three (a few tokens)."""
-    monkeypatch.setattr("minimt.model.FUSED_QKV_ROWS", 0 if request.param == "stacked" else 10**9)
-    return request.param
+@pytest.fixture(params=["prepacked", "plain"])
+def prepacked(request):
+    """Run a test with both weight paths of model.Linear: prepacked for oneDNN, and F.linear."""
+    return request.param == "prepacked"
 
 
 def padded_vectors(enc, texts, normalized=True):
@@ -45,22 +44,27 @@ def test_runs_of_equal_length():
 
 @pytest.mark.parametrize("attention", ["sdpa", "manual"])
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
-def test_packed_equals_padded_minilm(own_minilm, pooling, attention, qkv):
+def test_packed_equals_padded_minilm(own_minilm, pooling, attention, prepacked):
     own_minilm.config.pooling = pooling
     own_minilm.model.set_attention(attention)
+    own_minilm.model.set_prepacked(prepacked)
     with torch.no_grad():
         a, b = own_minilm.encode(TEXTS, normalize=False), padded_vectors(own_minilm, TEXTS, normalized=False)
     assert_close(a, b, 1e-5 if pooling == "max" else 2e-6, f"packed vs padded, {pooling} pooling, {attention}")
 
 
 @pytest.mark.parametrize("max_tokens", [1, 64, 4096])
-def test_packed_equals_padded_any_batching(tiny_encoder, max_tokens, qkv):
+def test_packed_equals_padded_any_batching(tiny_encoder, max_tokens, prepacked):
     """A random tiny model (weights far from a trained checkpoint's) with every batch shape from 1 text up."""
     texts = TEXTS * 3
     with torch.no_grad():
         want = padded_vectors(tiny_encoder, texts)
-    assert_close(tiny_encoder.encode(texts, max_tokens=max_tokens), want, 1e-6,
-                 f"tiny model, packed (max_tokens={max_tokens}) vs padded")
+    tiny_encoder.model.set_prepacked(prepacked)
+    try:
+        got = tiny_encoder.encode(texts, max_tokens=max_tokens)
+    finally:
+        tiny_encoder.model.set_prepacked(False)
+    assert_close(got, want, 1e-6, f"tiny model, packed (max_tokens={max_tokens}, prepacked={prepacked}) vs padded")
 
 
 def test_bfloat16_packed_close_to_padded(minilm_dir):
@@ -69,6 +73,27 @@ def test_bfloat16_packed_close_to_padded(minilm_dir):
         b = padded_vectors(enc, TEXTS).float().numpy()
     a = enc.encode(TEXTS)
     assert (a * b).sum(1).min() > 0.999, "bf16 packed and padded embeddings point in different directions"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(1, 48), (13, 48), (2, 7, 48), (600, 48)])
+def test_prepacked_linear_equals_f_linear(dtype, shape):
+    """model.Linear with prepacked weights == F.linear on the same weight: any row count, padded (B, T, H) input,
+    both dtypes; it follows the weight when it changes in place, and stays out of autograd."""
+    from minimt.model import Linear
+    torch.manual_seed(0)
+    lin = Linear(48, 96).to(dtype)
+    lin.use_prepacked = True
+    x = torch.randn(shape, dtype=dtype)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2  # bf16 outputs keep 8 bits of mantissa: one rounding ~ 4e-3 x 4
+    with torch.no_grad():
+        assert_close(lin(x).float(), F.linear(x, lin.weight, lin.bias).float(), tol, f"prepacked {dtype} {shape}")
+        assert lin.prepacked_key is not None  # the prepacked path ran
+        lin.weight.mul_(-2)                   # an in-place update (as an optimizer step): the copy must follow
+        assert_close(lin(x).float(), F.linear(x, lin.weight, lin.bias).float(), 2 * tol, "after an in-place update")
+    y = lin(x.requires_grad_())               # autograd on: the plain path, which has a backward
+    y.sum().backward()
+    assert x.grad is not None and lin.weight.grad is not None
 
 
 def test_token_budget_batches():
@@ -102,7 +127,7 @@ def test_tiny_config_packed_equals_padded():
 
 
 @pytest.mark.parametrize("freeze_to", [0, 1])
-def test_training_gradients_packed_equal_padded(tiny_encoder, freeze_to, qkv):
+def test_training_gradients_packed_equal_padded(tiny_encoder, freeze_to):
     """Dropout off: loss and every gradient through MultiTaskModel.forward (packed) == the padded forward's
     (layers below freeze_to frozen)."""
     tasks = {"topic": ["a", "b", "c"]}

@@ -15,10 +15,11 @@ TINY = GOLDEN / "tiny_bert"
 
 
 def test_rename_table_both_dialects():
-    assert rename("embeddings.LayerNorm.weight") == "embeddings.ln.weight"
-    assert rename("bert.embeddings.LayerNorm.gamma") == "embeddings.ln.weight"
-    assert rename("bert.encoder.layer.11.output.LayerNorm.beta") == "layers.11.ln2.bias"
-    assert rename("encoder.layer.3.attention.self.query.weight") == "layers.3.attn.query.weight"
+    assert rename("embeddings.LayerNorm.weight") == ("embeddings.ln.weight", None)
+    assert rename("bert.embeddings.LayerNorm.gamma") == ("embeddings.ln.weight", None)
+    assert rename("bert.encoder.layer.11.output.LayerNorm.beta") == ("layers.11.ln2.bias", None)
+    assert rename("encoder.layer.3.attention.self.query.weight") == ("layers.3.attn.qkv.weight", 0)
+    assert rename("encoder.layer.3.attention.self.value.bias") == ("layers.3.attn.qkv.bias", 2)
     for ignored in ["pooler.dense.weight", "bert.pooler.dense.bias", "cls.predictions.bias",
                     "cls.seq_relationship.weight", "embeddings.position_ids"]:
         assert rename(ignored) is None
@@ -68,7 +69,7 @@ def test_wrong_shape_is_named(tmp_path):
     def shrink(s):
         s["bert.encoder.layer.2.attention.self.key.weight"] = torch.zeros(48, 40)
     with pytest.raises(ValueError, match=r"'bert\.encoder\.layer\.2\.attention\.self\.key\.weight' has shape "
-                                         r"\(48, 40\) but 'layers\.2\.attn\.key\.weight' needs \(48, 48\)"):
+                                         r"\(48, 40\) but its third of 'layers\.2\.attn\.qkv\.weight' needs \(48, 48\)"):
         load(broken_copy(tmp_path, shrink))
 
 
