@@ -61,13 +61,14 @@ class Linear(nn.Linear):
     """nn.Linear that, for inference on the CPU, can multiply by a copy of its weight prepacked once.
 
     A GEMM first rearranges the weight matrix into the blocked layout its inner kernel reads (tiles for AVX-512 or
-    AMX). F.linear does that on every call; for one sentence (a dozen rows) it is a large part of the work, in
-    bfloat16 on AMX most of it. oneDNN's _reorder_linear_weight does it once, and _linear_pointwise multiplies by the
-    prepacked copy (the ops PyTorch's own inductor uses): the same products, summed in another order (float32:
-    ~1e-6 apart; tests/test_packed.py). Taken only when use_prepacked is set (BertModel.set_prepacked), autograd
-    and autocast are off and the weight is a float32 or bfloat16 CPU tensor of x's dtype; otherwise F.linear. The
-    copy is made again whenever the weight changed (moved, cast, updated in place: its _version counts that), and
-    it is no parameter: state_dict and checkpoints are unchanged. It costs the weight's memory once more."""
+    AMX). F.linear does that on every call; for one sentence (a dozen rows) in bfloat16 on AMX it is a large part
+    of the work. oneDNN's _reorder_linear_weight does it once, and _linear_pointwise multiplies by the prepacked
+    copy (the ops PyTorch's own inductor uses): the same products, summed in another order (float32: ~1e-6 apart;
+    tests/test_packed.py). SentenceEncoder.from_pretrained sets use_prepacked (BertModel.set_prepacked) for
+    bfloat16, where it pays. The copy is used only while autograd and autocast are off and the weight is a float32
+    or bfloat16 CPU tensor of x's dtype; otherwise F.linear runs. It is made again whenever the weight changed
+    (moved, cast, updated in place: its _version counts that), and it is no parameter: state_dict and checkpoints
+    are unchanged. It costs the weight's memory once more."""
     use_prepacked = False
 
     def forward(self, x):

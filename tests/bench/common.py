@@ -15,6 +15,7 @@ ST = "sentence-transformers encode (batch 32)"
 MT = "minimt (packed, 4,096-token batches)"   # encode's defaults; W1 and W2
 MT16 = "minimt, bfloat16"                      # W1
 MT1 = "minimt encode"                          # W3, one sentence per call
+MT1_16 = "minimt encode, bfloat16"             # W3
 
 
 def cpu_name():
@@ -31,37 +32,49 @@ def save_results(part, result):
     RESULTS.write_text(json.dumps(all_results, indent=1) + "\n")
 
 
-def row(results, workload, contender_start):
-    hits = [r for r in results["rows"] if r["workload"] == workload and r["contender"].startswith(contender_start)]
+def row(results, workload, contender):
+    """The one row of `workload` whose contender is `contender`, or else starts with it."""
+    rows = [r for r in results["rows"] if r["workload"] == workload]
+    hits = [r for r in rows if r["contender"] == contender] or [r for r in rows if r["contender"].startswith(contender)]
     if len(hits) != 1:
-        raise KeyError(f"results.json has {len(hits)} {workload} rows starting {contender_start!r}")
+        raise KeyError(f"results.json has {len(hits)} {workload} rows starting {contender!r}")
     return hits[0]
 
 
 def targets(res):
-    """The issue's targets against this run's numbers: (workload, target, measured, met)."""
+    """The performance issue's targets against this run's numbers: (workload, target, measured, met)."""
     e, t, m = res.get("encode"), res.get("train"), res.get("memory")
     out = []
     if e:
-        w1, w2 = row(e, "W1", MT), row(e, "W2", MT)
-        w3, ov = row(e, "W3", MT1), row(e, "W3", "OpenVINO")
-        b16 = row(e, "W1", MT16)
-        out += [("W1 fp32, within 1e-5 of sentence-transformers", ">= 1.8x",
-                 f"{w1['speedup_vs_st']:.2f}x (diff {w1['max_abs_diff_vs_st']:.1e}; fp32 matmul ceiling "
-                 f"{w1['speedup_vs_st'] / w1['share_of_ceiling']:.2f}x)",
-                 w1["speedup_vs_st"] >= 1.8 and w1["max_abs_diff_vs_st"] <= 1e-5),
-                ("W2 fp32", ">= 1.6x", f"{w2['speedup_vs_st']:.2f}x", w2["speedup_vs_st"] >= 1.6),
-                ("W3 fp32 batch-1 latency", "<= 0.5x the time (stretch: below OpenVINO)",
-                 f"{w3['time_vs_st']:.2f}x ({w3['median_s'] * 1e3:.1f} ms; OpenVINO {ov['median_s'] * 1e3:.1f} ms)",
-                 w3["time_vs_st"] <= 0.5),
+        w1, w2, b16 = row(e, "W1", MT), row(e, "W2", MT), row(e, "W1", MT16)
+        w3, w3_16 = row(e, "W3", MT1), row(e, "W3", MT1_16)
+        ort, ov3 = row(e, "W3", "ONNX Runtime"), row(e, "W3", "OpenVINO")
+        ov2 = row(e, "W2", "OpenVINO")
+        w1_peers = [r for r in e["rows"] if r["workload"] == "W1" and not r["contender"].startswith("minimt")]
+        best = max(w1_peers, key=lambda r: r["speedup_vs_st"])
+        out += [("W3 fp32 batch-1 latency, exact (<= 1e-5 from sentence-transformers)",
+                 "<= ONNX Runtime's median (stretch: <= 0.8x)",
+                 f"{w3['median_s'] * 1e3:.2f} ms = {w3['median_s'] / ort['median_s']:.2f}x ONNX Runtime's "
+                 f"{ort['median_s'] * 1e3:.2f} ms (OpenVINO {ov3['median_s'] * 1e3:.2f} ms); p90 "
+                 f"{w3['p90_s'] * 1e3:.2f} vs {ort['p90_s'] * 1e3:.2f} ms", w3["median_s"] <= ort["median_s"]),
+                ("W3 bf16 batch-1 latency", "<= 0.5x minimt fp32",
+                 f"{w3_16['median_s'] * 1e3:.2f} ms = {w3_16['median_s'] / w3['median_s']:.2f}x",
+                 w3_16["median_s"] <= 0.5 * w3["median_s"]),
+                ("W2 fp32", ">= OpenVINO f32", f"{w2['speedup_vs_st']:.2f}x sentence-transformers, OpenVINO "
+                 f"{ov2['speedup_vs_st']:.2f}x", w2["speedup_vs_st"] >= ov2["speedup_vs_st"]),
+                ("W1 fp32, within 1e-5 of sentence-transformers", ">= 95% of the fp32 matmul ceiling, ahead of "
+                 "every peer", f"{w1['share_of_ceiling']:.0%} ({w1['speedup_vs_st']:.2f}x; best peer "
+                 f"{best['contender'].split(',')[0]} {best['speedup_vs_st']:.2f}x; diff "
+                 f"{w1['max_abs_diff_vs_st']:.1e})", w1["share_of_ceiling"] >= 0.95
+                 and w1["speedup_vs_st"] > best["speedup_vs_st"] and w1["max_abs_diff_vs_st"] <= 1e-5),
                 ("W1 bf16", ">= 80% of the bf16 matmul ceiling", f"{b16['share_of_ceiling']:.0%} "
                  f"({b16['speedup_vs_st']:.2f}x sentence-transformers)", b16["share_of_ceiling"] >= 0.8),
                 ("bf16 quality gate (STSb test)", "Spearman >= 82.0, min cosine vs fp32 >= 0.9995",
                  f"{e['bf16_gate']['spearman_bf16']:.2f}, {e['bf16_gate']['min_cos_bf16_vs_fp32']:.5f}",
                  e["bf16_gate"]["spearman_bf16"] >= 82.0 and e["bf16_gate"]["min_cos_bf16_vs_fp32"] >= 0.9995)]
     if t:
-        out += [("T1 full fine-tuning, fp32", ">= 1.2x the HF loop", f"{t['t1_fp32_ratio']:.2f}x",
-                 t["t1_fp32_ratio"] >= 1.2),
+        out += [("T1 full fine-tuning, fp32", ">= 1.5x the HF loop", f"{t['t1_fp32_ratio']:.2f}x",
+                 t["t1_fp32_ratio"] >= 1.5),
                 ("T2 heads-only epoch, cache vs none", ">= 10x", f"{t['t2_speedup']:.0f}x", t["t2_speedup"] >= 10)]
         bf = [r for r in t["rows"] if r.get("precision") == "bf16" and r["contender"] == "minimt"]
         if bf and e:
@@ -102,6 +115,18 @@ def report_tables(res):
                   "| contender | median ms | p90 ms | time vs sentence-transformers |", "|---|---|---|---|"]
         lines += [f"| {r['contender']} | {r['median_s'] * 1e3:.2f} | {r['p90_s'] * 1e3:.2f} | {r['time_vs_st']:.2f}x |"
                   for r in e["rows"] if r["workload"] == "W3"]
+        lines.append("")
+    if "techniques" in res:
+        tq = res["techniques"]
+        lines += [f"**Each technique on its own** ({tq['date']}, bench_techniques.py: the encoder with the technique "
+                  f"and without it, everything else on; medians of {tq['rounds']} alternating rounds; W3 the median "
+                  f"call over 200 sentences, W1 one encode of 2,758)", "",
+                  "| technique | workload | dtype | with | without | time without / with |", "|---|---|---|---|---|---|"]
+        unit = {"W3": (1e3, "ms"), "W1": (1, "s")}
+        for r in tq["rows"]:
+            k, u = unit[r["workload"]]
+            lines.append(f"| {r['technique']} | {r['workload']} | {r['dtype']} | {r['on_s'] * k:.2f} {u} | "
+                         f"{r['off_s'] * k:.2f} {u} | {r['off_s'] / r['on_s']:.2f} |")
         lines.append("")
     if "train" in res:
         lines += res["train"]["table"] + [""]

@@ -1,0 +1,138 @@
+"""Which technique buys how much: each speed technique of minimt's encoder switched off alone, everything else on.
+
+    make bench      (or: cd tests/bench && ../../.venv-dev/bin/python bench_techniques.py [ROUNDS])
+
+For each technique, the same encoder runs with it ("on") and without it ("off"), alternating in rounds so that a
+slow moment of the machine hits both alike; the table shows the medians and time(off) / time(on).
+  prepacked weights   model.Linear multiplies by oneDNN-prepacked weights (BertModel.set_prepacked); off: F.linear
+  one Q/K/V matmul    SelfAttention projects with the stacked (3H, H) qkv weight; off: three Linear modules (each
+                      prepacked) on copies of its thirds, their outputs side by side (W3 only: for thousands of
+                      rows the earlier code stacked the weights too)
+  no eval() walk      encode leaves a model already in eval mode as it is; off: the model is put in training mode
+                      before each call, so encode walks eval() and train() over every module, as it used to
+  packing             the Packed layout (real tokens only); off: padded batches of 32 with the attention mask
+Workloads: W3, one sentence per call (200 STSb test sentences, medians of single calls), and W1, the 2,758 STSb
+test sentences in one encode call; float32 and bfloat16. Writes the "techniques" part of results.json.
+"""
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from bench_encode import padded_encode
+from common import MINILM, cpu_name, save_results, write_readme
+from minimt import SentenceEncoder
+from minimt.model import Linear
+from minimt.similarity import read_sts
+
+ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+
+
+class ThreeLinears(nn.Module):
+    """The Q/K/V projection as it was: three Linear modules (what the stacked qkv replaced)."""
+
+    def __init__(self, qkv):
+        super().__init__()
+        self.parts = nn.ModuleList()
+        for w, b in zip(qkv.weight.chunk(3), qkv.bias.chunk(3)):
+            lin = Linear(w.shape[1], w.shape[0]).to(w.dtype)
+            with torch.no_grad():
+                lin.weight.copy_(w)
+                lin.bias.copy_(b)
+            lin.use_prepacked = qkv.use_prepacked
+            self.parts.append(lin)
+
+    def forward(self, x):
+        return torch.cat([lin(x) for lin in self.parts], dim=-1)  # (..., 3H), as qkv's output
+
+
+def run_w3(enc, texts):
+    times = []
+    enc.encode(texts[0])  # warm-up after the other variant had the cores
+    for t in texts:
+        t0 = time.perf_counter()
+        enc.encode(t)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def run_w3_walk(enc, texts):
+    times = []
+    enc.encode(texts[0])
+    for t in texts:
+        enc.model.train()  # (not timed) so that encode walks eval() and train() back, as before
+        t0 = time.perf_counter()
+        enc.encode(t)
+        times.append(time.perf_counter() - t0)
+    enc.model.eval()
+    return statistics.median(times)
+
+
+def run_w1(encode, texts):
+    t0 = time.perf_counter()
+    encode(texts)
+    return time.perf_counter() - t0
+
+
+def measure(on, off):
+    """Alternate the two variants ROUNDS times: (median seconds on, median seconds off)."""
+    t_on, t_off = [], []
+    for _ in range(ROUNDS):
+        t_on.append(on())
+        t_off.append(off())
+    return statistics.median(t_on), statistics.median(t_off)
+
+
+def main():
+    s1, s2, _ = read_sts("test")
+    w1 = s1 + s2
+    one = [w1[i] for i in np.random.default_rng(0).choice(len(w1), 200, replace=False)]
+    rows = []
+    for dtype in ("float32", "bfloat16"):
+        enc = SentenceEncoder.from_pretrained(MINILM, dtype=dtype)
+        enc.encode(w1[:300])
+
+        def prepacked(on):
+            enc.model.set_prepacked(on)
+
+        stacked_qkv = [layer.attn.qkv for layer in enc.model.layers]
+        three = [ThreeLinears(qkv) for qkv in stacked_qkv]
+
+        def stacked(on):
+            for layer, qkv, t in zip(enc.model.layers, stacked_qkv, three):
+                layer.attn.qkv = qkv if on else t
+
+        cases = [("prepacked weights", prepacked, ("W3", "W1")), ("one Q/K/V matmul", stacked, ("W3",))]
+        for name, switch, workloads in cases:
+            for wl in workloads:
+                def variant(flag, wl=wl, switch=switch):
+                    def go():
+                        switch(flag)
+                        try:
+                            return run_w3(enc, one) if wl == "W3" else run_w1(enc.encode, w1)
+                        finally:
+                            switch(True)
+                    return go
+                on, off = measure(variant(True), variant(False))
+                rows.append({"technique": name, "workload": wl, "dtype": dtype, "on_s": on, "off_s": off})
+                print(f"{name:<22} {wl} {dtype:<9} on {on * 1e3:9.2f} ms  off {off * 1e3:9.2f} ms  "
+                      f"off/on {off / on:5.2f}", flush=True)
+        on, off = measure(lambda: run_w3(enc, one), lambda: run_w3_walk(enc, one))
+        rows.append({"technique": "no eval() walk", "workload": "W3", "dtype": dtype, "on_s": on, "off_s": off})
+        print(f"{'no eval() walk':<22} W3 {dtype:<9} on {on * 1e3:9.2f} ms  off {off * 1e3:9.2f} ms  "
+              f"off/on {off / on:5.2f}", flush=True)
+        on, off = measure(lambda: run_w1(enc.encode, w1), lambda: run_w1(lambda x: padded_encode(enc, x), w1))
+        rows.append({"technique": "packing (no padding)", "workload": "W1", "dtype": dtype, "on_s": on,
+                     "off_s": off})
+        print(f"{'packing (no padding)':<22} W1 {dtype:<9} on {on * 1e3:9.2f} ms  off {off * 1e3:9.2f} ms  "
+              f"off/on {off / on:5.2f}", flush=True)
+    save_results("techniques", {"cpu": cpu_name(), "threads": torch.get_num_threads(), "rounds": ROUNDS,
+                                "rows": rows})
+    write_readme()
+
+
+if __name__ == "__main__":
+    main()
