@@ -213,10 +213,22 @@ def _checked(d):
     """(checkpoint.json, every tensor of model.safetensors) of the checkpoint directory `d`, after every check."""
     meta = read_json(d / "checkpoint.json")
     f = checked_file(d, meta, "model.safetensors")
-    state = read_tensors(f, FIX)
+    state = stack_old_qkv(read_tensors(f, FIX))
     outputs = {k.split(".")[1]: len(v) for k, v in state.items() if re.fullmatch(r"heads\.\w+\.out\.weight", k)}
     check_labels(meta["tasks"], outputs, meta.get("labels_sha256"), d / "checkpoint.json", f)
     return meta, state
+
+
+OLD_QKV = re.compile(r"^(.*\.attn)\.query\.(weight|bias)$")
+
+
+def stack_old_qkv(state):
+    """Checkpoints written before Q, K and V became one stacked qkv tensor (2026-11-26) hold them apart as
+    attn.query / attn.key / attn.value: stack them as model.SelfAttention now keeps them."""
+    for k in [k for k in state if OLD_QKV.match(k)]:
+        base, p = OLD_QKV.match(k).groups()
+        state[f"{base}.qkv.{p}"] = torch.cat([state.pop(f"{base}.{n}.{p}") for n in ("query", "key", "value")])
+    return state
 
 
 def load_tensors(path):

@@ -283,3 +283,25 @@ def test_recover_keeps_damaged_copies_when_none_is_intact(tmp_path, model):
     with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*last .*\.last\.old-7 is damaged: ValueError"):
         checkpoint.find(run / "last")
     assert checkpoint.recover(tmp_path / "no-run-yet" / "last") == []
+
+
+def test_checkpoint_from_before_the_stacked_qkv_loads(model, tmp_path):
+    """A checkpoint written with separate attn.query/key/value tensors (before 2026-11-26) loads, stacked."""
+    import hashlib
+    from minimt.checkpoint import load_model
+    best = save(model, tmp_path / "best")
+    want = load_model(best).state_dict()
+    old = {}
+    for k, v in load_file(best / "model.safetensors").items():
+        if k.endswith((".qkv.weight", ".qkv.bias")):
+            for name, part in zip(("query", "key", "value"), v.chunk(3)):
+                old[k.replace(".qkv.", f".{name}.")] = part.contiguous()
+        else:
+            old[k] = v
+    save_file(old, best / "model.safetensors")
+    meta = json.loads((best / "checkpoint.json").read_text())
+    meta["sha256"]["model.safetensors"] = hashlib.sha256((best / "model.safetensors").read_bytes()).hexdigest()
+    (best / "checkpoint.json").write_text(json.dumps(meta))
+    got = load_model(best).state_dict()
+    assert got.keys() == want.keys()
+    assert all(torch.equal(got[k], want[k]) for k in want)
