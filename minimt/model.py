@@ -70,6 +70,7 @@ class Linear(nn.Linear):
     (moved, cast, updated in place: its _version counts that), and it is no parameter: state_dict and checkpoints
     are unchanged. It costs the weight's memory once more."""
     use_prepacked = False
+    prepacked = prepacked_key = None  # the copy, and (data pointer, _version, dtype) of the weight it was made from
 
     def forward(self, x):
         w = self.weight
@@ -77,7 +78,7 @@ class Linear(nn.Linear):
                 or w.device.type != "cpu" or x.dtype != w.dtype or w.dtype not in (torch.float32, torch.bfloat16)):
             return F.linear(x, w, self.bias)
         key = (w.data_ptr(), w._version, w.dtype)
-        if getattr(self, "prepacked_key", None) != key:
+        if self.prepacked_key != key:
             self.prepacked, self.prepacked_key = torch.ops.mkldnn._reorder_linear_weight(w.detach(), None), key
         return torch.ops.mkldnn._linear_pointwise(x, self.prepacked, self.bias, "none", [], "")
 

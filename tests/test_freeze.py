@@ -220,7 +220,8 @@ def test_no_weight_decay_on_biases_and_layernorm_weights(model):
     modules = dict(model.named_modules())
     exempt = {id(p) for n, p in model.named_parameters()
               if n.endswith(".bias") or isinstance(modules[n.rsplit(".", 1)[0]], nn.LayerNorm)}
-    assert len(exempt) == 2 + 2 * (4 + 2 + 2) + 2  # embeddings LN; per layer 4 Linear biases (qkv, out, up, down) + 2 LN x 2; heads
+    # embeddings LN; per layer 4 Linear biases (qkv, out, up, down) + 2 LN x 2; heads
+    assert len(exempt) == 2 + 2 * (4 + 2 + 2) + 2
     for g in groups:
         no_decay = g["name"].endswith("/no_decay")
         assert g["weight_decay"] == (0.0 if no_decay else 0.05), g["name"]

@@ -69,7 +69,8 @@ def test_wrong_shape_is_named(tmp_path):
     def shrink(s):
         s["bert.encoder.layer.2.attention.self.key.weight"] = torch.zeros(48, 40)
     with pytest.raises(ValueError, match=r"'bert\.encoder\.layer\.2\.attention\.self\.key\.weight' has shape "
-                                         r"\(48, 40\) but its third of 'layers\.2\.attn\.qkv\.weight' needs \(48, 48\)"):
+                                         r"\(48, 40\) but its third of 'layers\.2\.attn\.qkv\.weight' "
+                                         r"needs \(48, 48\)"):
         load(broken_copy(tmp_path, shrink))
 
 

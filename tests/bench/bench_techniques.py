@@ -49,21 +49,14 @@ class ThreeLinears(nn.Module):
         return torch.cat([lin(x) for lin in self.parts], dim=-1)  # (..., 3H), as qkv's output
 
 
-def run_w3(enc, texts):
+def run_w3(enc, texts, walk=False):
+    """Median seconds of one encode call per text; walk: put the model in training mode before each call (not
+    timed), so that encode walks eval() and train() over every module, as it did before."""
     times = []
     enc.encode(texts[0])  # warm-up after the other variant had the cores
     for t in texts:
-        t0 = time.perf_counter()
-        enc.encode(t)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def run_w3_walk(enc, texts):
-    times = []
-    enc.encode(texts[0])
-    for t in texts:
-        enc.model.train()  # (not timed) so that encode walks eval() and train() back, as before
+        if walk:
+            enc.model.train()
         t0 = time.perf_counter()
         enc.encode(t)
         times.append(time.perf_counter() - t0)
@@ -75,6 +68,20 @@ def run_w1(encode, texts):
     t0 = time.perf_counter()
     encode(texts)
     return time.perf_counter() - t0
+
+
+def switched(switch, run, default):
+    """(run with the technique, run without it): switch(True) or switch(False) around the run, then back to the
+    encoder's default, so that every other row measures the encoder as from_pretrained made it."""
+    def variant(flag):
+        def go():
+            switch(flag)
+            try:
+                return run()
+            finally:
+                switch(default)
+        return go
+    return variant(True), variant(False)
 
 
 def measure(on, off):
@@ -95,9 +102,6 @@ def main():
         enc = SentenceEncoder.from_pretrained(MINILM, dtype=dtype)
         enc.encode(w1[:300])
 
-        def prepacked(on):
-            enc.model.set_prepacked(on)
-
         stacked_qkv = [layer.attn.qkv for layer in enc.model.layers]
         three = [ThreeLinears(qkv) for qkv in stacked_qkv]
 
@@ -105,30 +109,19 @@ def main():
             for layer, qkv, t in zip(enc.model.layers, stacked_qkv, three):
                 layer.attn.qkv = qkv if on else t
 
-        cases = [("prepacked weights", prepacked, ("W3", "W1")), ("one Q/K/V matmul", stacked, ("W3",))]
-        for name, switch, workloads in cases:
-            for wl in workloads:
-                def variant(flag, wl=wl, switch=switch):
-                    def go():
-                        switch(flag)
-                        try:
-                            return run_w3(enc, one) if wl == "W3" else run_w1(enc.encode, w1)
-                        finally:
-                            switch(True)
-                    return go
-                on, off = measure(variant(True), variant(False))
-                rows.append({"technique": name, "workload": wl, "dtype": dtype, "on_s": on, "off_s": off})
-                print(f"{name:<22} {wl} {dtype:<9} on {on * 1e3:9.2f} ms  off {off * 1e3:9.2f} ms  "
-                      f"off/on {off / on:5.2f}", flush=True)
-        on, off = measure(lambda: run_w3(enc, one), lambda: run_w3_walk(enc, one))
-        rows.append({"technique": "no eval() walk", "workload": "W3", "dtype": dtype, "on_s": on, "off_s": off})
-        print(f"{'no eval() walk':<22} W3 {dtype:<9} on {on * 1e3:9.2f} ms  off {off * 1e3:9.2f} ms  "
-              f"off/on {off / on:5.2f}", flush=True)
-        on, off = measure(lambda: run_w1(enc.encode, w1), lambda: run_w1(lambda x: padded_encode(enc, x), w1))
-        rows.append({"technique": "packing (no padding)", "workload": "W1", "dtype": dtype, "on_s": on,
-                     "off_s": off})
-        print(f"{'packing (no padding)':<22} W1 {dtype:<9} on {on * 1e3:9.2f} ms  off {off * 1e3:9.2f} ms  "
-              f"off/on {off / on:5.2f}", flush=True)
+        w3, w1_run = (lambda: run_w3(enc, one)), (lambda: run_w1(enc.encode, w1))
+        # (technique, workload, (time with it, time without it))
+        prepacked = stacked_qkv[0].use_prepacked  # what from_pretrained chose for this dtype
+        cases = [("prepacked weights", "W3", switched(enc.model.set_prepacked, w3, prepacked)),
+                 ("prepacked weights", "W1", switched(enc.model.set_prepacked, w1_run, prepacked)),
+                 ("one Q/K/V matmul", "W3", switched(stacked, w3, True)),
+                 ("no eval() walk", "W3", (w3, lambda: run_w3(enc, one, walk=True))),
+                 ("packing (no padding)", "W1", (w1_run, lambda: run_w1(lambda x: padded_encode(enc, x), w1)))]
+        for name, wl, (with_it, without_it) in cases:
+            on, off = measure(with_it, without_it)
+            rows.append({"technique": name, "workload": wl, "dtype": dtype, "on_s": on, "off_s": off})
+            print(f"{name:<22} {wl} {dtype:<9} on {on * 1e3:9.2f} ms  off {off * 1e3:9.2f} ms  "
+                  f"off/on {off / on:5.2f}", flush=True)
     save_results("techniques", {"cpu": cpu_name(), "threads": torch.get_num_threads(), "rounds": ROUNDS,
                                 "rows": rows})
     write_readme()
