@@ -83,6 +83,31 @@ class Linear(nn.Linear):
         return torch.ops.mkldnn._linear_pointwise(x, self.prepacked, self.bias, "none", [], "")
 
 
+class Dropout(nn.Module):
+    """Dropout (Srivastava et al. 2014): in training, zero each element with probability p and scale the rest by
+    1 / (1 - p), so the expected value is unchanged; in eval mode, the identity.
+
+    On the CPU the keep mask compares 31-bit random integers with p * 2^31 (p exact to 2^-31, finer than float32's
+    torch.rand at 2^-24). nn.Dropout's bernoulli_ draws the same distribution about 3x slower, and drew a sixth of a
+    training step's time (tests/bench/README.md). Elsewhere (CUDA) F.dropout runs, one fused kernel."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        return dropout(x, self.p, self.training)
+
+
+def dropout(x, p, training):
+    if not training or p == 0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, training=True)
+    keep = torch.empty(x.shape, dtype=torch.int32, device=x.device).random_() >= round(p * 2**31)  # random_: [0, 2^31)
+    return x * keep * (1.0 / (1.0 - p))
+
+
 class Embeddings(nn.Module):
     """Each token's vector = its word vector + its position vector + its segment vector, then LayerNorm.
     DistilBERT has no segments (type_vocab_size = 0): the segment term is simply absent."""
@@ -93,7 +118,7 @@ class Embeddings(nn.Module):
         self.position = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
         self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size) if cfg.type_vocab_size else None
         self.ln = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.drop = nn.Dropout(cfg.hidden_dropout_prob)
+        self.drop = Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, input_ids, positions, token_type_ids=None):
         # input_ids, positions, token_type_ids: (B, T) or (N,) -> (B, T, H) or (N, H)
@@ -120,18 +145,20 @@ class SelfAttention(nn.Module):
 
     def forward(self, x, layout):
         # 1) project every token to its query, key and value (shape-agnostic: (B, T, H) or (N, H))
-        q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3 x (..., H) views of one (..., 3H) result
+        qkv = self.qkv(x)  # (..., 3H): q, k and v side by side
         if isinstance(layout, torch.Tensor):  # padded: x (B, T, H), layout the (B, 1, 1, T) additive mask
             B, T, H = x.shape
+            q, k, v = qkv.chunk(3, dim=-1)                                      # 3 x (B, T, H) views
             y = self.attend(*(self.heads(t, B, T) for t in (q, k, v)), layout)   # (B, nh, T, hd)
             y = y.transpose(1, 2).reshape(B, T, H)                              # (B, T, H)
         else:  # packed: x (N, H), layout the runs; a run's texts all have T tokens, so nothing needs masking
+            # split, not one slice per run: a slice's backward writes its gradient into a zero tensor the size of
+            # the whole batch, and a dozen runs made that a tenth of a training step; split's backward is one cat
             parts = []
-            for r0, b, T in layout:
-                rows = slice(r0, r0 + b * T)
-                o = self.attend(*(self.heads(t[rows], b, T) for t in (q, k, v)), None)  # (b, nh, T, hd)
-                parts.append(o.transpose(1, 2).reshape(b * T, -1))                    # (b*T, H)
-            y = torch.cat(parts)                                                      # (N, H)
+            for (_, b, T), run in zip(layout, qkv.split([b * T for _, b, T in layout])):  # run: (b*T, 3H)
+                o = self.attend(*(self.heads(t, b, T) for t in run.chunk(3, dim=-1)), None)  # (b, nh, T, hd)
+                parts.append(o.transpose(1, 2).reshape(b * T, -1))                        # (b*T, H)
+            y = torch.cat(parts)                                                          # (N, H)
         # 5) the heads, side by side again, mixed by one projection
         return self.out(y)
 
@@ -142,13 +169,15 @@ class SelfAttention(nn.Module):
     def attend(self, q, k, v, mask):
         """q, k, v: (B, nh, T, hd); mask: (B, 1, 1, T) additive, or None when every token is real."""
         p = self.p_drop if self.training else 0.0
-        if self.use_sdpa:
+        # with dropout on the CPU, SDPA runs this same math (its fused kernel has no dropout there), only with the
+        # slower bernoulli_ mask: the manual path below is the faster of the two
+        if self.use_sdpa and not (p > 0 and q.device.type == "cpu"):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hd)
         # 3) scores: how much each query token attends to each key token, scaled so softmax stays soft
         att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, nh, T, T)
         if mask is not None:
             att = att + mask  # padding keys get -inf-like scores, so softmax gives them weight 0
-        att = F.dropout(self.probs(att.softmax(dim=-1)), p=p, training=self.training)
+        att = dropout(self.probs(att.softmax(dim=-1)), p, self.training)
         # 4) each token's output is the attention-weighted average of the value vectors
         return att @ v                                              # (B, nh, T, hd)
 
@@ -178,7 +207,7 @@ class Layer(nn.Module):
         self.ln1 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.ffn = FeedForward(cfg)
         self.ln2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.drop = nn.Dropout(cfg.hidden_dropout_prob)
+        self.drop = Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, x, layout):
         x = self.ln1(x + self.drop(self.attn(x, layout)))  # (B, T, H) or (N, H)

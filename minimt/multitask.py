@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minimt.encoder import embed_sorted, pick_device
+from minimt.model import Dropout
 from minimt.pooling import normalize
 from minimt.tokenizer import MAX_TOKENS
 
@@ -27,7 +28,7 @@ class Head(nn.Module):
         if kind not in HEADS:
             raise ValueError(f"head {kind!r} is not known; use one of {HEADS}")
         self.hidden = nn.Linear(dim, dim) if kind == "mlp" else None
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.out = nn.Linear(dim, n_labels)
 
     def forward(self, x):                        # x: (B, H)
