@@ -47,7 +47,7 @@ freeze: setup weights  ## each freezing scenario and the trainable table it leav
 train: setup weights data  ## train domain + sentiment on real reviews (-> runs/train/best/), label new ones
 	$(PY) examples/04_train.py
 
-study: setup weights data  ## the study: every freezing mode and tasks on the embedding, on real data (~1.5 hours; table and figure -> README)
+study: setup weights data  ## the study: every freezing mode and tasks on the embedding, on real data (~2 hours; table and figure -> README)
 	$(PY) examples/05_study.py
 
 runs/train/best/checkpoint.json:

@@ -98,6 +98,9 @@ class Dropout(nn.Module):
     def forward(self, x):
         return dropout(x, self.p, self.training)
 
+    def extra_repr(self):
+        return f"p={self.p}"
+
 
 def dropout(x, p, training):
     if not training or p == 0:
