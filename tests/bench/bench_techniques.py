@@ -11,9 +11,15 @@ slow moment of the machine hits both alike; the table shows the medians and time
   no eval() walk      encode leaves a model already in eval mode as it is; off: the model is put in training mode
                       before each call, so encode walks eval() and train() over every module, as it used to
   packing             the Packed layout (real tokens only); off: padded batches of 32 with the attention mask
+  integer dropout     model.Dropout's keep mask from 31-bit random integers; off: F.dropout (bernoulli_), as
+                      nn.Dropout and SDPA draw it
+  one split per run   packed attention takes each run's q, k, v rows with one split; off: a slice per run, as
+                      before (each slice's backward fills a batch-sized zero tensor)
 Workloads: W3, one sentence per call (200 STSb test sentences, medians of single calls), and W1, the 2,758 STSb
-test sentences in one encode call; float32 and bfloat16. Writes the "techniques" part of results.json.
+test sentences in one encode call; float32 and bfloat16. T1: three training steps of bench_train.py's T1 (batch
+32, fp32). Writes the "techniques" part of results.json.
 """
+import json
 import statistics
 import sys
 import time
@@ -21,12 +27,17 @@ import time
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
+import minimt.model
 from bench_encode import padded_encode
-from common import MINILM, cpu_name, save_results, write_readme
+from bench_train import CFG, minimt_model, minimt_step
+from common import MINILM, ROOT, cpu_name, save_results, write_readme
 from minimt import SentenceEncoder
-from minimt.model import Linear
+from minimt.data import Source, label_maps, load_splits, plan_epoch
+from minimt.model import Linear, SelfAttention
 from minimt.similarity import read_sts
+from minimt.train import build_optimizer
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 
@@ -47,6 +58,51 @@ class ThreeLinears(nn.Module):
 
     def forward(self, x):
         return torch.cat([lin(x) for lin in self.parts], dim=-1)  # (..., 3H), as qkv's output
+
+
+def sliced_forward(self, x, layout):
+    """SelfAttention.forward on a Packed batch as it was before the split: one slice of q, k and v per run."""
+    q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3 x (N, H)
+    parts = []
+    for r0, b, T in layout:
+        rows = slice(r0, r0 + b * T)
+        o = self.attend(*(self.heads(t[rows], b, T) for t in (q, k, v)), None)  # (b, nh, T, hd)
+        parts.append(o.transpose(1, 2).reshape(b * T, -1))                    # (b*T, H)
+    return self.out(torch.cat(parts))                                         # (N, H)
+
+
+SPLIT_FORWARD, INT_DROPOUT = SelfAttention.forward, minimt.model.dropout
+
+
+def split_per_run(on):
+    SelfAttention.forward = SPLIT_FORWARD if on else sliced_forward
+
+
+def integer_dropout(on):
+    minimt.model.dropout = INT_DROPOUT if on else bernoulli_dropout
+
+
+def bernoulli_dropout(x, p, training):
+    return F.dropout(x, p, training)
+
+
+def t1_run():
+    """A function that times three T1 training steps (bench_train.py's model, optimizer and batches)."""
+    sources = [Source(**s) for s in json.loads((ROOT / "examples" / "train_multidomain.json").read_text())["sources"]]
+    train = load_splits(sources)["train"]
+    maps = label_maps(train, list(dict.fromkeys(t for s in sources for t in s.labels)))
+    plan = plan_epoch(train, list(maps), CFG.batch_size, "joint", CFG.seed, 0)[:4]
+    batches = [[train[i] for i in idx] for _, idx in plan]
+    model = minimt_model(maps)
+    opt = build_optimizer(model, CFG)
+    minimt_step(model, opt, batches[0], maps, CFG)  # warm-up
+
+    def go():
+        t0 = time.perf_counter()
+        for b in batches[1:]:
+            minimt_step(model, opt, b, maps, CFG)
+        return time.perf_counter() - t0
+    return go
 
 
 def run_w3(enc, texts, walk=False):
@@ -122,6 +178,11 @@ def main():
             rows.append({"technique": name, "workload": wl, "dtype": dtype, "on_s": on, "off_s": off})
             print(f"{name:<22} {wl} {dtype:<9} on {on * 1e3:9.2f} ms  off {off * 1e3:9.2f} ms  "
                   f"off/on {off / on:5.2f}", flush=True)
+    t1 = t1_run()
+    for name, switch in (("integer dropout masks", integer_dropout), ("one split per run", split_per_run)):
+        on, off = measure(*switched(switch, t1, True))
+        rows.append({"technique": name, "workload": "T1", "dtype": "float32", "on_s": on, "off_s": off})
+        print(f"{name:<22} T1 float32   on {on:9.2f} s   off {off:9.2f} s   off/on {off / on:5.2f}", flush=True)
     save_results("techniques", {"cpu": cpu_name(), "threads": torch.get_num_threads(), "rounds": ROUNDS,
                                 "rows": rows})
     write_readme()

@@ -13,8 +13,8 @@ T1, full fine-tuning, samples/s: all-MiniLM-L6-v2 + a linear head per task, batc
   HF loop               AutoModel (SDPA) + mean pooling + L2 norm (as MultiTaskModel.forward) + Dropout, Linear per
                         task; AutoTokenizer; AdamW(model.parameters()): the loop a typical user writes.
   Warm-up steps, then rounds in which each contender runs the same few batches in turn (a slow moment of the machine
-  hits all alike); medians of the rounds. Again under bf16 autocast, minimt and HF only, with fewer steps: this
-  AVX2-only CPU has no bf16 matmul units. The last step's loss shows that the contenders train alike.
+  hits all alike); medians of the rounds. Again under bf16 autocast, minimt and HF only, with fewer steps (a
+  bf16 step is slow on a CPU without bf16 matmul units). The last step's loss shows that the contenders train alike.
 T2, heads-only (backbone frozen, TrainConfig(freeze=["backbone"])): one epoch over a fixed 2,000-text subset of train
   with the EmbeddingCache (its one-off build timed apart) and without it (the frozen encoder runs every batch).
 """
