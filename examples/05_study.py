@@ -7,8 +7,9 @@ Every freezing row trains from the pretrained all-MiniLM-L6-v2 with the same dat
 and differs only in what is frozen. Measured: test accuracy and macro-F1 per task, trainable parameters, wall time,
 training samples/s, and the encoder's STS benchmark Spearman after training (82.03 before: how much general
 sentence similarity each mode gives up). The embedding rows add STSb-train pairs or AG News title -> description
-pairs to the same reviews (or train on STSb alone), and report the same numbers plus retrieval on held-out AG News. Results go to runs/study/results.json, the README's study table and
-its figure, examples/study.png (accuracy per task and STSb after, against trainable parameters).
+pairs to the same reviews (or train on STSb alone), and report the same numbers plus retrieval on held-out AG News.
+The seeded rows repeat one comparison over three seeds. Results go to runs/study/results.json, the README's study
+tables and its figure, examples/study.png (accuracy per task and STSb after, against trainable parameters).
 """
 import json
 import sys
@@ -149,7 +150,8 @@ def run(name, overrides):
     rows = [json.loads(line) for line in (OUT / name / "metrics.jsonl").read_text().splitlines()]
     rate = [r["samples_per_s"] for r in rows if "samples_per_s" in r][-1]
     start, end = trainable_counts(model, cfg)
-    return {"test": test_metrics(OUT / name), "trainable": end, "trainable_start": start, "wall_s": wall, "samples_per_s": rate, "sts_spearman": sts_after(model),
+    return {"test": test_metrics(OUT / name), "trainable": end, "trainable_start": start, "wall_s": wall,
+            "samples_per_s": rate, "sts_spearman": sts_after(model),
             "command": command({k: v for k, v in settings.items() if k not in ("out_dir", "overwrite")})}
 
 
@@ -207,10 +209,12 @@ def seeded(name):
     first = runs[SEEDS[0]]
     mean = {task: {m: sum(r["test"][task][m] for r in runs.values()) / len(runs) for m in metrics}
             for task, metrics in first["test"].items()}
-    return {"test": mean, "seeds": {str(s): {"test": r["test"], "sts_spearman": r["sts_spearman"]} for s, r in runs.items()},
+    return {"test": mean, "seeds": {str(s): {"test": r["test"], "sts_spearman": r["sts_spearman"]}
+                                    for s, r in runs.items()},
             "trainable": first["trainable"], "trainable_start": first["trainable_start"],
             "wall_s": sum(r["wall_s"] for r in runs.values()), "samples_per_s": None,
-            "sts_spearman": sum(r["sts_spearman"] for r in runs.values()) / len(runs), "row": row}
+            "sts_spearman": sum(r["sts_spearman"] for r in runs.values()) / len(runs), "row": row,
+            "command": f"python examples/05_study.py {name}"}
 
 
 def main(names):
@@ -232,8 +236,6 @@ def main(names):
             results[name] = run(name, ALL[name][0])
             if name in OTHER or name in EMBEDDING:  # their sources are long JSON: name the row, set above
                 results[name]["command"] = f"python examples/05_study.py {name}"
-        if name in SEEDED:
-            results[name]["command"] = f"python examples/05_study.py {name}"
         results[name]["what"] = ALL[name][1]
         files.write_text(results_path, json.dumps(results, indent=1) + "\n", option="path")  # a kill keeps the old
     write_readme(results)
@@ -287,10 +289,11 @@ def write_readme(results):
         for name in seeded_rows:
             r = results[name]
             per = [r["seeds"][str(s)] for s in SEEDS]
-            sentiment, domain = (" / ".join(fmt(p["test"][t]["accuracy"]) for p in per) for t in ("sentiment", "domain"))
+            sentiment, domain = (" / ".join(fmt(p["test"][t]["accuracy"]) for p in per)
+                                 for t in ("sentiment", "domain"))
             sts = " / ".join(f"{p['sts_spearman']:.2f}" for p in per)
-            lines.append(f"| {r['what']} | {sentiment} | {fmt(r['test']['sentiment']['accuracy'])} | {domain} | {sts} | "
-                         f"{r['sts_spearman']:.2f} | {r['wall_s']:.0f} | `{r['command']}` |")
+            lines.append(f"| {r['what']} | {sentiment} | {fmt(r['test']['sentiment']['accuracy'])} | {domain} | "
+                         f"{sts} | {r['sts_spearman']:.2f} | {r['wall_s']:.0f} | `{r['command']}` |")
     lines += ["", "| other set-ups | task: test acc / macro-F1 | wall s | STSb Spearman after | command |",
               "|---|---|---|---|---|"]
     for name in OTHER:
