@@ -231,6 +231,29 @@ def stack_old_qkv(state):
     return state
 
 
+def stack_old_qkv_moments(saved, names):
+    """The optimizer state of a run saved before the stacked qkv (see stack_old_qkv), made to fit the model as it is
+    now. saved: that AdamW state_dict; names: the current parameter names, group by group. There, each group held
+    query, key and value as three consecutive entries where it now holds one qkv. AdamW's moments are per element,
+    so the three stacked are exactly the state the stacked tensor would have had: the run resumes as it would have."""
+    sizes = [len(g["params"]) for g in saved["param_groups"]]
+    stacked = [sum(".attn.qkv." in n for n in group) for group in names]
+    if sizes != [len(group) + 2 * n for group, n in zip(names, stacked)] or not any(stacked):
+        return saved  # saved as the model is now (or another mismatch, which load_state_dict names)
+    state, groups, i = {}, [], 0
+    for g, group in zip(saved["param_groups"], names):
+        old = iter(g["params"])
+        for name in group:
+            parts = [saved["state"].get(next(old)) for _ in range(3 if ".attn.qkv." in name else 1)]
+            if all(parts):  # a tensor that never had a gradient has no state
+                # step is one number per tensor, the same for all three; the moments stack along the rows
+                state[i] = {k: torch.cat([p[k] for p in parts]) if parts[0][k].dim() else parts[0][k]
+                            for k in parts[0]}
+            i += 1
+        groups.append({**g, "params": list(range(i - len(group), i))})
+    return {"state": state, "param_groups": groups}
+
+
 def load_tensors(path):
     return _checked(find(path))[1]
 

@@ -190,7 +190,9 @@ def resume_state(cfg, model, opt, scaler):
     model.load_state_dict(checkpoint.load_tensors(last))
     if state["step"] > 0:
         unfreeze_due(model, opt, cfg, state["step"] - 1)  # the groups the optimizer had when it was saved
-    opt.load_state_dict(state["optimizer"])
+    names = {id(p): n for n, p in model.named_parameters()}
+    opt.load_state_dict(checkpoint.stack_old_qkv_moments(state["optimizer"],
+                                                         [[names[id(p)] for p in g["params"]] for g in opt.param_groups]))
     if state.get("scaler"):  # fp16: the loss scale goes on from where it was
         scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"])

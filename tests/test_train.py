@@ -101,6 +101,52 @@ def test_resume_equals_uninterrupted(tmp_path, data_file, tiny_checkpoint, kw):
     assert_same_weights(weights(tmp_path / "full" / "run", "best"), weights(tmp_path / "cut" / "run", "best"))
 
 
+def test_resume_of_a_run_saved_before_the_stacked_qkv(tmp_path, data_file, tiny_checkpoint):
+    """A run cut before Q, K and V became one qkv tensor (2026-11-26) saved them apart, in its weights and in
+    AdamW's moments: --resume must stack both and end with the uninterrupted run's weights, bit for bit."""
+    import hashlib
+    from safetensors.torch import save_file
+    from minimt.train import build_optimizer
+    train(config(tmp_path / "full", data_file, tiny_checkpoint))
+    cut = config(tmp_path / "cut", data_file, tiny_checkpoint, stop_after=7)
+    train(cut)
+    last = tmp_path / "cut" / "run" / "last"
+    model = checkpoint.load_model(last)
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = [[names[id(p)] for p in g["params"]] for g in build_optimizer(model, cut).param_groups]
+    # write last/ as the older code did: query, key and value apart, in the weights and in the optimizer state
+    old = {}
+    for k, v in load_file(last / "model.safetensors").items():
+        if ".attn.qkv." in k:
+            for name, part in zip(("query", "key", "value"), v.chunk(3)):
+                old[k.replace(".qkv.", f".{name}.")] = part.contiguous()
+        else:
+            old[k] = v
+    save_file(old, last / "model.safetensors")
+    state = torch.load(last / "train_state.pt", weights_only=True)
+    saved, moments, params, i = state["optimizer"], {}, [], 0
+    for g, group in zip(saved["param_groups"], groups):
+        ids = []
+        for j, name in zip(g["params"], group):
+            st = saved["state"][j]
+            for part in range(3 if ".attn.qkv." in name else 1):
+                moments[i] = {k: v.chunk(3)[part].clone() if ".attn.qkv." in name and v.dim() else v.clone()
+                              for k, v in st.items()}
+                ids.append(i)
+                i += 1
+        params.append(ids)
+    saved["state"] = moments
+    for g, ids in zip(saved["param_groups"], params):
+        g["params"] = ids
+    torch.save(state, last / "train_state.pt")
+    meta = json.loads((last / "checkpoint.json").read_text())
+    for f in meta["sha256"]:
+        meta["sha256"][f] = hashlib.sha256((last / f).read_bytes()).hexdigest()
+    (last / "checkpoint.json").write_text(json.dumps(meta))
+    train(config(tmp_path / "cut", data_file, tiny_checkpoint, resume=True))
+    assert_same_weights(weights(tmp_path / "full" / "run"), weights(tmp_path / "cut" / "run"))
+
+
 @pytest.mark.slow
 def test_kill_9_then_resume_equals_uninterrupted(tmp_path, data_file, tiny_checkpoint):
     """A real kill -9 at an arbitrary moment, then --resume: the same final weights, bit for bit."""
