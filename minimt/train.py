@@ -191,8 +191,8 @@ def resume_state(cfg, model, opt, scaler):
     if state["step"] > 0:
         unfreeze_due(model, opt, cfg, state["step"] - 1)  # the groups the optimizer had when it was saved
     names = {id(p): n for n, p in model.named_parameters()}
-    opt.load_state_dict(checkpoint.stack_old_qkv_moments(state["optimizer"],
-                                                         [[names[id(p)] for p in g["params"]] for g in opt.param_groups]))
+    groups = [[names[id(p)] for p in g["params"]] for g in opt.param_groups]
+    opt.load_state_dict(checkpoint.stack_old_qkv_moments(state["optimizer"], groups))  # older runs' q, k, v moments
     if state.get("scaler"):  # fp16: the loss scale goes on from where it was
         scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"])
