@@ -99,8 +99,8 @@ def main(argv=None):
     args, extra = p.parse_known_args(argv)
     if extra and args.cmd != "train":
         p.error(f"unrecognized arguments: {' '.join(extra)}")
-    from minimt.encoder import _check_texts
-    _check_texts(getattr(args, "texts", None) or [getattr(args, k) for k in "ab" if hasattr(args, k)])  # valid UTF-8
+    from minimt.encoder import check_texts
+    check_texts(getattr(args, "texts", None) or [getattr(args, k) for k in "ab" if hasattr(args, k)])  # valid UTF-8
     if args.cmd == "train":
         from minimt.train import load_config, train
         train(load_config(args.config, extra))

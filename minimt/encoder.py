@@ -116,7 +116,7 @@ class SentenceEncoder:
         max_tokens tokens (texts x longest) and, if batch_size is given, at most batch_size texts; batching changes
         the speed, never the result beyond float rounding (~1e-7)."""
         single = isinstance(sentences, str)
-        texts = _check_texts([sentences] if single else sentences)
+        texts = check_texts([sentences] if single else sentences)
         if precision != "float32":
             raise ValueError(f"precision={precision!r} is not supported; minimt returns 'float32' embeddings "
                              f"(for bfloat16 compute, load with from_pretrained(..., dtype='bfloat16'))")
@@ -216,7 +216,9 @@ def embed_sorted(bert, ids):
     return pool_packed(hidden, packed, bert.config.pooling)               # (b, H)
 
 
-def _check_texts(sentences):
+def check_texts(sentences):
+    """A string list made of `sentences`, or a TypeError / ValueError naming what is wrong and how to fix it (shared
+    by encode, trace and the command line)."""
     if sentences is None:
         raise TypeError("encode() got None; pass a string or a list of strings")
     if isinstance(sentences, (bytes, dict)) or not hasattr(sentences, "__iter__"):

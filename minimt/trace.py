@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from minimt import files
-from minimt.encoder import SentenceEncoder, _check_texts, embed_sorted
+from minimt.encoder import SentenceEncoder, check_texts, embed_sorted
 from minimt.pooling import normalize as l2_normalize
 
 # the nearest-neighbour vocabulary: common words across topics, so a sentence's vector lands near its subject
@@ -141,7 +141,7 @@ def head_stats(p):
 def trace(encoder, text, top_k=5):
     """Walk `text` through a SentenceEncoder -> a dict of plain numbers (JSON-ready): tokens, each stage's
     shape and norms, attention per head, token shares, the pooled and normalised vectors, the nearest WORDS."""
-    _check_texts([text])
+    check_texts([text])
     if not isinstance(top_k, int) or not 1 <= top_k <= len(WORDS):
         raise ValueError(f"top_k (--top) must be an integer from 1 to {len(WORDS)} (the built-in words), "
                          f"got {top_k!r}")
