@@ -40,11 +40,11 @@ def evaluate(model, examples, maps, split, batch_size=64, cache=None, records=Tr
         m = confusion(y_all[t], p_all[t], len(labels))
         out[t] = {"kind": "classify", "n": len(y_all[t]), "loss": loss_sum[t] / max(1, len(y_all[t])),
                   "accuracy": accuracy(m), "macro_f1": macro_f1(m), "confusion": m.tolist()}
+    encoder = SentenceEncoder(model.bert, model.tokenizer)  # the same BertModel: sorted, packed batches
     for t, spec in (specs or {}).items():
         rows = [ex for ex in examples if ex.pair is not None and ex.pair.task == t]
         if not rows:
             continue  # this split has none of the task's rows (a source with split="train" only)
-        encoder = SentenceEncoder(model.bert, model.tokenizer)  # the same BertModel: sorted, packed batches
         u = encoder.encode([ex.text for ex in rows], convert_to_tensor=True)          # (n, H)
         v = encoder.encode([ex.pair.text_b for ex in rows], convert_to_tensor=True)   # (n, H)
         scores = torch.tensor([ex.pair.score or 0.0 for ex in rows])

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm  # installed with huggingface-hub
 
 from minimt import checkpoint, distributed, files, rundir
-from minimt.data import IGNORE, MODES, Source, of_type, check_labels, encode_labels, label_maps, load_splits, plan_epoch
+from minimt.data import IGNORE, MODES, Source, check_labels, encode_labels, label_maps, load_splits, of_type, plan_epoch
 from minimt.encoder import SentenceEncoder
 from minimt.evaluate import evaluate
 from minimt.freeze import freeze, open_units, param_groups, trainable_table, unfreeze_schedule
