@@ -50,6 +50,16 @@ def test_sentence_embeddings(own_minilm, golden, attention):
     print(f"{len(meta['texts'])} embeddings ({attention}), maxdiff {worst:.2e}")
 
 
+def test_one_sentence_per_call(own_minilm, golden):
+    """The bench's W3 path: encode(str), a batch of one text (a single run of the packed layout)."""
+    meta, ref = golden
+    worst = 0.0
+    for i, text in enumerate(meta["texts"]):
+        worst = max(worst, assert_close(own_minilm.encode(text), ref["embeddings"][i], TOL,
+                                        f"embedding of text {i} {text[:30]!r}, encoded alone"))
+    print(f"{len(meta['texts'])} embeddings one per call, maxdiff {worst:.2e}")
+
+
 def test_mission_numbers(minilm):
     a, b = minilm.encode(["I am eating apple", "I like fruits"])
     assert round(cos_sim(a, b).item(), 4) == 0.5398
