@@ -37,7 +37,7 @@ class Packed:
     """A batch of texts without padding. Texts come longest first, so texts of one length are neighbours."""
     input_ids: torch.Tensor  # (N,) every text's token ids, one text after another
     positions: torch.Tensor  # (N,) each token's position in its own text: 0..T-1, 0..T'-1, ...
-    runs: list               # [(first_row, n_texts, T)]: each run of n_texts texts of T tokens
+    runs: list               # [(n_texts, T)]: each run of n_texts texts of T tokens, in row order
 
     @classmethod
     def from_ids(cls, ids, device=None):
@@ -45,15 +45,15 @@ class Packed:
         lengths = [len(x) for x in ids]
         if any(a < b for a, b in zip(lengths, lengths[1:])):
             raise ValueError("Packed needs its texts sorted longest first (Tokenizer.token_batches sorts them)")
-        runs, row, i = [], 0, 0
+        runs, i = [], 0
         while i < len(lengths):
             j = i
             while j < len(lengths) and lengths[j] == lengths[i]:
                 j += 1
-            runs.append((row, j - i, lengths[i]))
-            row, i = row + (j - i) * lengths[i], j
+            runs.append((j - i, lengths[i]))
+            i = j
         input_ids = torch.tensor([t for x in ids for t in x], dtype=torch.long, device=device)    # (N,)
-        positions = torch.cat([torch.arange(T, device=device).repeat(b) for _, b, T in runs])   # (N,)
+        positions = torch.cat([torch.arange(T, device=device).repeat(b) for b, T in runs])      # (N,)
         return cls(input_ids, positions, runs)
 
 
@@ -158,7 +158,7 @@ class SelfAttention(nn.Module):
             # split, not one slice per run: a slice's backward writes its gradient into a zero tensor the size of
             # the whole batch, and a dozen runs made that a tenth of a training step; split's backward is one cat
             parts = []
-            for (_, b, T), run in zip(layout, qkv.split([b * T for _, b, T in layout])):  # run: (b*T, 3H)
+            for (b, T), run in zip(layout, qkv.split([b * T for b, T in layout])):  # run: (b*T, 3H)
                 o = self.attend(*(self.heads(t, b, T) for t in run.chunk(3, dim=-1)), None)  # (b, nh, T, hd)
                 parts.append(o.transpose(1, 2).reshape(b * T, -1))                        # (b*T, H)
             y = torch.cat(parts)                                                          # (N, H)
@@ -253,7 +253,7 @@ class BertModel(nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         """A Packed batch -> (N, H) token vectors; or padded (B, T) input_ids with attention_mask (1 for real tokens)
         and optional token_type_ids -> (B, T, H), whose padding positions hold values callers must mask out."""
-        longest = input_ids.runs[0][2] if isinstance(input_ids, Packed) else input_ids.shape[1]  # known on the host
+        longest = input_ids.runs[0][1] if isinstance(input_ids, Packed) else input_ids.shape[1]  # known on the host
         if longest > self.config.max_position_embeddings:
             raise ValueError(f"a text of {longest} tokens is longer than max_position_embeddings "
                              f"{self.config.max_position_embeddings}; truncate the input")

@@ -43,9 +43,9 @@ def pool_packed(hidden, packed, mode="mean"):
     """Packed: hidden (N, H) -> (B, H), one row per text in the batch's order; a run's (b, T, H) view has no
     padding, so no mask. The runs come from one split (not a slice each, whose backward fills a batch-sized zero
     tensor per run: model.SelfAttention does the same)."""
-    rows = hidden.split([b * T for _, b, T in packed.runs])                          # (b*T, H) per run
+    rows = hidden.split([b * T for b, T in packed.runs])                             # (b*T, H) per run
     return torch.cat([pool(run.view(b, T, -1), None, mode)                         # (b, H) per run
-                      for (_, b, T), run in zip(packed.runs, rows)])
+                      for (b, T), run in zip(packed.runs, rows)])
 
 
 def normalize(x):

@@ -35,7 +35,7 @@ def padded_vectors(enc, texts, normalized=True):
 
 def test_runs_of_equal_length():
     p = Packed.from_ids([[1] * 5, [2] * 5, [3] * 3, [4] * 3, [5] * 3, [6]])
-    assert p.runs == [(0, 2, 5), (10, 3, 3), (19, 1, 1)]
+    assert p.runs == [(2, 5), (3, 3), (1, 1)]
     assert p.input_ids.shape == p.positions.shape == (20,)
     assert p.positions.tolist()[:12] == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1]
     with pytest.raises(ValueError, match="longest first"):

@@ -63,9 +63,9 @@ class ThreeLinears(nn.Module):
 def sliced_forward(self, x, layout):
     """SelfAttention.forward on a Packed batch as it was before the split: one slice of q, k and v per run."""
     q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3 x (N, H)
-    parts = []
-    for r0, b, T in layout:
-        rows = slice(r0, r0 + b * T)
+    parts, r0 = [], 0
+    for b, T in layout:
+        rows, r0 = slice(r0, r0 + b * T), r0 + b * T
         o = self.attend(*(self.heads(t[rows], b, T) for t in (q, k, v)), None)  # (b, nh, T, hd)
         parts.append(o.transpose(1, 2).reshape(b * T, -1))                    # (b*T, H)
     return self.out(torch.cat(parts))                                         # (N, H)
