@@ -50,12 +50,12 @@ def test_sentence_embeddings(own_minilm, golden, attention):
     print(f"{len(meta['texts'])} embeddings ({attention}), maxdiff {worst:.2e}")
 
 
-def test_one_sentence_per_call(own_minilm, golden):
+def test_one_sentence_per_call(minilm, golden):
     """The bench's W3 path: encode(str), a batch of one text (a single run of the packed layout)."""
     meta, ref = golden
     worst = 0.0
     for i, text in enumerate(meta["texts"]):
-        worst = max(worst, assert_close(own_minilm.encode(text), ref["embeddings"][i], TOL,
+        worst = max(worst, assert_close(minilm.encode(text), ref["embeddings"][i], TOL,
                                         f"embedding of text {i} {text[:30]!r}, encoded alone"))
     print(f"{len(meta['texts'])} embeddings one per call, maxdiff {worst:.2e}")
 
