@@ -6,7 +6,7 @@ DEV    := .venv-dev
 PY     := $(VENV)/bin/python
 DEVPY  := $(DEV)/bin/python
 
-.PHONY: help setup weights data test demo sts trace multitask freeze train study export golden interop bench package clean
+.PHONY: help setup weights data test demo sts trace multitask freeze loop train study export golden interop bench package clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 10
@@ -44,10 +44,13 @@ multitask: setup weights  ## a two-task model, every tensor shape on the way, un
 freeze: setup weights  ## each freezing scenario and the trainable table it leaves
 	$(PY) examples/03_freeze.py
 
+loop: setup weights data  ## the training loop in 60 lines of plain PyTorch: two heads on real reviews, accuracy at the end
+	$(PY) examples/train_loop.py
+
 train: setup weights data  ## train domain + sentiment on real reviews (-> runs/train/best/), label new ones
 	$(PY) examples/04_train.py
 
-study: setup weights data  ## the study: every freezing mode and tasks on the embedding, on real data (~2 hours; table and figure -> README)
+study: setup weights data  ## the study: every freezing mode and tasks on the embedding, on real data (~2 hours; table and figure -> docs/study.md)
 	$(PY) examples/05_study.py
 
 runs/train/best/checkpoint.json:
@@ -77,7 +80,7 @@ package: setup  ## build the wheel, pip install it into a fresh venv (CPU torch 
 	$(PYTHON) -m venv $$d/venv && $$d/venv/bin/pip install -q $(TORCH) && $$d/venv/bin/pip install -q $$d/minimt-*.whl; \
 	echo "installed $$(basename $$d/minimt-*.whl) into a fresh venv; HOME=$$d/home"; \
 	cd $$d && HOME=$$d/home $$d/venv/bin/minimt similarity "I am eating apple" "I like fruits"; \
-	HOME=$$d/home $$d/venv/bin/python -c "from minimt.download import home; print('weights in', home('weights'))"; \
+	HOME=$$d/home $$d/venv/bin/python -c "from minimt.io.download import home; print('weights in', home('weights'))"; \
 	rm -rf $$d
 
 clean:  ## remove the environments (weights/ and data/ stay)

@@ -11,7 +11,7 @@ runs/train/predictions.jsonl.
 import sys
 from pathlib import Path
 
-from minimt.plot import plot_run
+from minimt.tools.plot import plot_run
 from minimt.train import load_config, train
 
 args = sys.argv[1:]

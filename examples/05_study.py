@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
-from minimt import SentenceEncoder, cos_sim, files
+from minimt import SentenceEncoder, cos_sim
+from minimt.io import files
 from minimt.data import Source, load_splits
 from minimt.freeze import freeze, unfreeze
-from minimt.plot import plot_study
-from minimt.similarity import evaluate_sts
+from minimt.tools.plot import plot_study
+from minimt.evaluate import evaluate_sts
 from minimt.train import TrainConfig, load_config, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -303,9 +304,9 @@ def write_readme(results):
             lines.append(f"| {r['what']} | {tasks} | {r['wall_s']:.0f} | {r['sts_spearman']:.2f} | "
                          f"`{r['command']}` |")
     plot_study({name: results[name] for name in ROWS | EMBEDDING if name in results}, FIGURE)
+    readme = ROOT / "docs" / "study.md"  # the study's page; the figure is linked relative to it
     lines += ["", f"![accuracy per task and STSb after training, against trainable parameters]"
-                  f"({FIGURE.relative_to(ROOT)})"]
-    readme = ROOT / "README.md"
+                  f"({Path('..') / FIGURE.relative_to(ROOT)})"]
     text = readme.read_text(encoding="utf-8")
     start, end = "<!-- study:start -->", "<!-- study:end -->"
     head, rest = text.split(start, 1)

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from minimt.errors import UserError
 from minimt.pooling import POOLERS
 
 
@@ -42,15 +43,15 @@ class BertConfig:
 
     def __post_init__(self):
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+            raise UserError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
                              f"{self.num_attention_heads}; each head needs an equal slice")
         if self.pooling not in POOLERS:
-            raise ValueError(f"pooling {self.pooling!r} is not supported; use one of {', '.join(POOLERS)}")
+            raise UserError(f"pooling {self.pooling!r} is not supported; use one of {', '.join(POOLERS)}")
         if self.similarity_fn_name not in SIMILARITY_FUNCTIONS:
-            raise ValueError(f"similarity_fn_name {self.similarity_fn_name!r} is not supported; minimt implements "
+            raise UserError(f"similarity_fn_name {self.similarity_fn_name!r} is not supported; minimt implements "
                              f"{', '.join(SIMILARITY_FUNCTIONS)}")
         if self.max_seq_length > self.max_position_embeddings:
-            raise ValueError(f"max_seq_length {self.max_seq_length} exceeds max_position_embeddings "
+            raise UserError(f"max_seq_length {self.max_seq_length} exceeds max_position_embeddings "
                              f"{self.max_position_embeddings}: there is no position vector past that")
 
     @classmethod
@@ -66,7 +67,7 @@ class BertConfig:
         """Read config.json and, when present, the sentence-transformers files next to it."""
         path = Path(path)
         model_dir = transformer_dir(path)
-        hf = _read_json(model_dir / "config.json")
+        hf = read_json(model_dir / "config.json")
         _check_supported(hf, model_dir / "config.json")
         if hf.get("model_type") == "distilbert":
             # (sinusoidal_pos_embds only changes how positions are initialised; the checkpoint holds them)
@@ -76,18 +77,18 @@ class BertConfig:
         kw = {k: v for k, v in hf.items() if k in own}  # config.json carries many keys BERT does not use
 
         st_file = model_dir / "sentence_bert_config.json"
-        st = _read_json(st_file) if st_file.exists() else {}
+        st = read_json(st_file) if st_file.exists() else {}
         if "max_seq_length" in st:
             kw["max_seq_length"] = st["max_seq_length"]
         else:  # a plain checkpoint, or sentence-transformers 6 (which keeps it in the tokenizer's model_max_length)
             tok_cfg = model_dir / "tokenizer_config.json"
-            model_max = _read_json(tok_cfg).get("model_max_length", 10**9) if tok_cfg.exists() else 10**9
+            model_max = read_json(tok_cfg).get("model_max_length", 10**9) if tok_cfg.exists() else 10**9
             kw["max_seq_length"] = min(hf.get("max_position_embeddings", 512), model_max)
         kw["do_lower_case"] = bool(st.get("do_lower_case", False))
 
         st_cfg = path / "config_sentence_transformers.json"
         if st_cfg.exists():
-            kw["similarity_fn_name"] = _read_json(st_cfg).get("similarity_fn_name") or "cosine"
+            kw["similarity_fn_name"] = read_json(st_cfg).get("similarity_fn_name") or "cosine"
         kw["pooling"], kw["normalize"] = "mean", False
         if (path / "modules.json").exists():
             kw["pooling"], kw["normalize"] = _read_modules(path)
@@ -108,40 +109,40 @@ POOLING_FLAGS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "m
                  "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
 
 
-def _read_json(p):
+def read_json(p, fix="a BERT checkpoint directory needs config.json, tokenizer.json and model.safetensors"):
+    """A JSON file that must be whole: missing, cut off or not UTF-8, it is an error naming it and `fix`."""
     try:
         with open(p, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{p} is missing; a BERT checkpoint directory needs config.json, "
-                                f"tokenizer.json and model.safetensors") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p} is not valid JSON: {e}") from None
+        raise FileNotFoundError(f"{p} is missing; {fix}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{p} is not valid JSON ({e}): it was cut off or damaged; {fix}") from None
 
 
 def _check_supported(hf, where):
     """Raise on architecture switches this encoder does not implement, rather than run the wrong model."""
     if hf.get("model_type", "bert") not in ("bert", "distilbert"):
-        raise ValueError(f"{where}: model_type {hf['model_type']!r} is not supported; minimt implements BERT "
+        raise UserError(f"{where}: model_type {hf['model_type']!r} is not supported; minimt implements BERT "
                          f"and DistilBERT (model_type 'bert' or 'distilbert') only")
     key = "activation" if "activation" in hf else "hidden_act"  # DistilBERT's name, BERT's name
     if hf.get(key, "gelu") != "gelu":
-        raise ValueError(f"{where}: {key} {hf[key]!r} is not supported; minimt implements the exact erf GELU "
+        raise UserError(f"{where}: {key} {hf[key]!r} is not supported; minimt implements the exact erf GELU "
                          f"('gelu') only")
     if hf.get("position_embedding_type", "absolute") != "absolute":
-        raise ValueError(f"{where}: position_embedding_type {hf['position_embedding_type']!r} is not "
+        raise UserError(f"{where}: position_embedding_type {hf['position_embedding_type']!r} is not "
                          f"supported; minimt implements learned absolute positions only")
     if hf.get("is_decoder") or hf.get("add_cross_attention"):
-        raise ValueError(f"{where}: decoder / cross-attention BERT is not supported; minimt is an encoder")
+        raise UserError(f"{where}: decoder / cross-attention BERT is not supported; minimt is an encoder")
 
 
 def _modules(path):
     """modules.json as [(class name, folder)], every module checked to be one minimt implements."""
     out = []
-    for m in _read_json(path / "modules.json"):
+    for m in read_json(path / "modules.json"):
         kind = m["type"].rsplit(".", 1)[-1]
         if kind not in MODULES:
-            raise ValueError(f"{path / 'modules.json'} lists a {kind} module ({m['type']}); minimt implements "
+            raise UserError(f"{path / 'modules.json'} lists a {kind} module ({m['type']}); minimt implements "
                              f"{', '.join(MODULES)} only, so it would compute other vectors than "
                              f"sentence-transformers")
         out.append((kind, path / m.get("path", "")))
@@ -169,7 +170,7 @@ def _read_modules(path):
 
 
 def _read_pooling(p):
-    cfg = _read_json(p)
+    cfg = read_json(p)
     if "pooling_mode" in cfg:  # sentence-transformers 6: a name, or a list of names to concatenate
         mode = cfg["pooling_mode"]
         chosen = [mode] if isinstance(mode, str) else list(mode)
@@ -177,6 +178,6 @@ def _read_pooling(p):
         chosen = [name for flag, name in POOLING_FLAGS.items() if cfg.get(flag)]
         chosen += [k for k, v in cfg.items() if k.startswith("pooling_mode_") and k not in POOLING_FLAGS and v]
     if len(chosen) != 1 or chosen[0] not in POOLERS:
-        raise ValueError(f"{p}: pooling {chosen} is not supported; minimt implements exactly one of "
+        raise UserError(f"{p}: pooling {chosen} is not supported; minimt implements exactly one of "
                          f"{', '.join(POOLERS)} (not weightedmean, lasttoken, mean_sqrt_len_tokens or a concatenation)")
     return chosen[0]

@@ -23,8 +23,11 @@ from pathlib import Path
 
 import torch
 
-from minimt import datasets
-from minimt.download import home
+from minimt.errors import UserError
+from minimt.io import datasets
+from minimt.io.download import home
+from minimt.multitask import check_task_name
+from minimt.objectives import KINDS, LOSSES
 
 IGNORE = -100  # F.cross_entropy's default ignore_index
 SPLITS = ("train", "dev", "test")
@@ -91,41 +94,39 @@ class Source:
     score_scale: float = 1.0     # pairs with loss "mse": the target cosine is score / score_scale (STSb: 5)
 
     def __post_init__(self):
-        from minimt.objectives import KINDS, LOSSES
         for f in fields(self):  # a "5" for limit or a string for labels must fail here, naming the field
             v, want = getattr(self, f.name), f.type
             if not ((v is None and f.default is None) or of_type(v, want)):
-                raise ValueError(f"Source {self.path}: {f.name}={v!r} must be a {want.__name__}")
+                raise UserError(f"Source {self.path}: {f.name}={v!r} must be a {want.__name__}")
         if self.kind not in KINDS:
-            raise ValueError(f"Source {self.path}: kind {self.kind!r}; use one of {list(KINDS)}")
+            raise UserError(f"Source {self.path}: kind {self.kind!r}; use one of {list(KINDS)}")
         if self.kind == "classify":
             if self.task or self.text_b or self.score or self.negatives or self.loss:
-                raise ValueError(f"Source {self.path}: task, text_b, score, negatives and loss belong to kind "
+                raise UserError(f"Source {self.path}: task, text_b, score, negatives and loss belong to kind "
                                  f"'pairs' or 'contrastive'; a classify source names its tasks in labels")
         else:
             need = {"task": self.task, "text_b": self.text_b} | ({"score": self.score} if self.kind == "pairs" else {})
             missing = [k for k, v in need.items() if not v]
             if missing or self.labels:
-                raise ValueError(f"Source {self.path}: kind {self.kind!r} needs {list(need)} (missing {missing}) "
+                raise UserError(f"Source {self.path}: kind {self.kind!r} needs {list(need)} (missing {missing}) "
                                  f"and no labels (a pair task has no head)")
-            if not self.task.isidentifier():
-                raise ValueError(f"Source {self.path}: task name {self.task!r} must be a Python identifier")
+            check_task_name(self.task, f"Source {self.path}")
             self.loss = self.loss or LOSSES[self.kind][0]
             if self.loss not in LOSSES[self.kind]:
-                raise ValueError(f"Source {self.path}: loss {self.loss!r} is not one of {list(LOSSES[self.kind])} "
+                raise UserError(f"Source {self.path}: loss {self.loss!r} is not one of {list(LOSSES[self.kind])} "
                                  f"for kind {self.kind!r}")
             if not self.scale > 0 or not self.score_scale > 0:
-                raise ValueError(f"Source {self.path}: scale and score_scale must be > 0")
+                raise UserError(f"Source {self.path}: scale and score_scale must be > 0")
             if self.min_score is not None and (self.kind != "contrastive" or not self.score):
-                raise ValueError(f"Source {self.path}: min_score filters a contrastive source by its score column")
+                raise UserError(f"Source {self.path}: min_score filters a contrastive source by its score column")
         self.negatives = list(self.negatives or [])
         if self.format not in ("", "csv", "tsv", "jsonl"):
-            raise ValueError(f"Source {self.path}: format {self.format!r}; use 'csv', 'tsv', 'jsonl' or '' (extension)")
+            raise UserError(f"Source {self.path}: format {self.format!r}; use 'csv', 'tsv', 'jsonl' or '' (extension)")
         if self.split not in ("",) + SPLITS or self.limit < 0:
-            raise ValueError(f"Source {self.path}: split {self.split!r} must be one of {('',) + SPLITS} and limit "
+            raise UserError(f"Source {self.path}: split {self.split!r} must be one of {('',) + SPLITS} and limit "
                              f"{self.limit} must be >= 0")
         if set(self.label_names) - set(self.labels):
-            raise ValueError(f"Source {self.path}: label_names names tasks that labels does not: {self.labels}")
+            raise UserError(f"Source {self.path}: label_names names tasks that labels does not: {self.labels}")
         # the file gives strings; keys written as numbers ({1: "World"}) must still match the cell "1"
         self.label_names = {task: {str(raw): str(name) for raw, name in names.items()}
                             for task, names in self.label_names.items()}
@@ -135,7 +136,7 @@ def _records(path, fmt, columns, quoting=True, trailing=False):
     """One file -> (its column names, [{column: value}, ...]), a dict per record."""
     if fmt == "jsonl":
         if columns:
-            raise ValueError(f"{path}: columns= is for a headerless CSV/TSV; each JSONL row names its own keys")
+            raise UserError(f"{path}: columns= is for a headerless CSV/TSV; each JSONL row names its own keys")
         rows = [row for _, row in read_jsonl(path)]
         return sorted({key for row in rows for key in row}), rows
     # newline="": quoted fields keep their own line breaks; -sig: a byte-order mark is not part of a column name
@@ -150,7 +151,7 @@ def _records(path, fmt, columns, quoting=True, trailing=False):
             if trailing and columns and len(cells) > len(header):
                 cells = cells[:len(header)]  # the Source says extra trailing fields are expected
             if len(cells) != len(header):
-                raise ValueError(f"{path}: row {len(rows) + 1} has {len(cells)} fields but there are {len(header)} "
+                raise UserError(f"{path}: row {len(rows) + 1} has {len(cells)} fields but there are {len(header)} "
                                  f"columns {header}; is the format ({fmt}) or the quoting wrong?")
             rows.append(dict(zip(header, cells)))
     return header, rows
@@ -168,16 +169,21 @@ def read_jsonl(path):
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno}); each line must "
+                    raise UserError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno}); each line must "
                                      f"be one JSON object") from None
                 if not isinstance(row, dict):
-                    raise ValueError(f"{path}:{n}: a JSON {type(row).__name__}, not an object; each line must be "
+                    raise UserError(f"{path}:{n}: a JSON {type(row).__name__}, not an object; each line must be "
                                      f"one JSON object")
                 rows.append((n, row))
         except UnicodeDecodeError:
-            raise ValueError(f"{path}:{bad_utf8_line(path)}: not UTF-8 text; convert the file to UTF-8 "
-                             f"(e.g. iconv -f latin1 -t utf-8)") from None
+            raise not_utf8(path) from None
     return rows
+
+
+def not_utf8(path):
+    """The error for a text file that is not UTF-8, naming its first bad line (raise it `from None`)."""
+    return UserError(f"{path}:{bad_utf8_line(path)}: not UTF-8 text; convert the file to UTF-8 "
+                     f"(e.g. iconv -f latin1 -t utf-8)")
 
 
 def bad_utf8_line(path):
@@ -197,7 +203,7 @@ def _score(row, column, path, row_no):
     except (TypeError, ValueError):
         score = float("nan")
     if score != score or score in (float("inf"), float("-inf")):
-        raise ValueError(f"{path}: row {row_no} column {column!r} holds {row.get(column)!r}, not a number; a pair's "
+        raise UserError(f"{path}: row {row_no} column {column!r} holds {row.get(column)!r}, not a number; a pair's "
                          f"score must be a finite number")
     return score
 
@@ -211,14 +217,14 @@ def _label(source, task, column, row, path, row_no):
     if names is None:
         return raw
     if raw not in names:
-        raise ValueError(f"{path}: row {row_no} column {column!r} holds {raw!r}, which label_names[{task!r}] does "
+        raise UserError(f"{path}: row {row_no} column {column!r} holds {raw!r}, which label_names[{task!r}] does "
                          f"not map; it maps {sorted(names)}. Add it to label_names or fix the row")
     return names[raw]
 
 
 def read_source(source, data_dir=None, seed=0):
     """Every row of a Source's file(s) as an Example, in file order (files of a glob sorted by path).
-    data_dir: where a relative source.path is read from (default: data/, see minimt/datasets.py)."""
+    data_dir: where a relative source.path is read from (default: data/, see minimt/io/datasets.py)."""
     data_dir = Path(home("data") if data_dir is None else data_dir)
     pattern = data_dir / source.path  # an absolute source.path replaces data_dir here
     files = sorted(Path(p) for p in glob.glob(str(pattern)) if Path(p).is_file())
@@ -231,29 +237,28 @@ def read_source(source, data_dir=None, seed=0):
     for path in files:
         fmt = source.format or FORMATS.get(path.suffix.lower())
         if fmt is None:
-            raise ValueError(f"{path}: cannot tell the format from the extension {path.suffix!r}; set format='csv', "
+            raise UserError(f"{path}: cannot tell the format from the extension {path.suffix!r}; set format='csv', "
                              f"'tsv' or 'jsonl' on its Source")
         try:
             columns, rows = _records(path, fmt, source.columns, source.quoting, source.trailing_fields)
         except UnicodeDecodeError:  # it names a byte offset in a buffer, not the file or line
-            raise ValueError(f"{path}:{bad_utf8_line(path)}: not UTF-8 text; convert the file to UTF-8 "
-                             f"(e.g. iconv -f latin1 -t utf-8)") from None
+            raise not_utf8(path) from None
         except csv.Error as e:
-            raise ValueError(f"{path}: cannot read it as {fmt}: {e}") from None
+            raise UserError(f"{path}: cannot read it as {fmt}: {e}") from None
         if not rows:
-            raise ValueError(f"{path}: the file has no rows (a CSV/TSV header alone is no rows)")
+            raise UserError(f"{path}: the file has no rows (a CSV/TSV header alone is no rows)")
         text_columns = [source.text] + ([source.text_b] + source.negatives if source.text_b else [])
         for column in text_columns + [c for c in source.labels.values() if c != "$file"] + [source.score] * bool(
                 source.score):
             if column not in columns:
-                raise ValueError(f"{path}: there is no column {column!r}; its columns are {columns}")
+                raise UserError(f"{path}: there is no column {column!r}; its columns are {columns}")
         for row_no, row in enumerate(rows, 1):
             texts = [row.get(c) for c in text_columns]
             empty = [c for c, t in zip(text_columns, texts) if not isinstance(t, str) or not t.strip()]
             if empty:  # empty, absent, or a JSON null or number
                 if source.skip_empty_text:
                     continue
-                raise ValueError(f"{path}: row {row_no} has no text in column {empty[0]!r}; fix the file, or set "
+                raise UserError(f"{path}: row {row_no} has no text in column {empty[0]!r}; fix the file, or set "
                                  f"skip_empty_text=True on its Source to leave such rows out")
             labels = {task: _label(source, task, column, row, path, row_no) for task, column in source.labels.items()}
             pair = None
@@ -297,13 +302,13 @@ def _split_by_seed(examples, seed, fractions):
 def load_splits(sources, data_dir=None, seed=0, fractions=(0.8, 0.1, 0.1)):
     """{"train", "dev", "test"}: a Source with split= goes there as is; the rest are pooled and split by seed."""
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(f"fractions {fractions} must be three numbers >= 0 (train, dev, test) that sum to 1")
+        raise UserError(f"fractions {fractions} must be three numbers >= 0 (train, dev, test) that sum to 1")
     splits, pooled, origin = {name: [] for name in SPLITS}, [], {}
     for source in sources:
         examples = read_source(source, data_dir, seed)
         for ex in examples:
             if ex.id in origin:
-                raise ValueError(f"example {ex.id} comes from two sources ({origin[ex.id]} and {source.path}): two "
+                raise UserError(f"example {ex.id} comes from two sources ({origin[ex.id]} and {source.path}): two "
                                  f"files with the same name, or one file listed twice")
             origin[ex.id] = source.path
         (splits[source.split] if source.split else pooled).extend(examples)
@@ -316,7 +321,7 @@ def load_splits(sources, data_dir=None, seed=0, fractions=(0.8, 0.1, 0.1)):
         for name, examples in _split_by_seed(group, seed, fractions).items():
             splits[name].extend(examples)
     if not splits["train"]:
-        raise ValueError(f"no training examples from {[s.path for s in sources]}; give a Source with split='train' "
+        raise UserError(f"no training examples from {[s.path for s in sources]}; give a Source with split='train' "
                          f"or leave split='' so rows are split by seed")
     return splits
 
@@ -327,7 +332,7 @@ def label_maps(train, tasks):
     for task in tasks:
         names = sorted({ex.labels.get(task) for ex in train} - {None})
         if len(names) < 2:
-            raise ValueError(f"task {task!r} has {len(names)} label(s) in the training split {names}; a classifier "
+            raise UserError(f"task {task!r} has {len(names)} label(s) in the training split {names}; a classifier "
                              f"needs at least 2. Check which column the Sources map to {task!r}")
         maps[task] = names
     return maps
@@ -339,7 +344,7 @@ def check_labels(examples, maps, split):
     for ex in examples:
         for task, label in ex.labels.items():
             if label is not None and task in known and label not in known[task]:
-                raise ValueError(f"{split} example {ex.id}: {task} label {label!r} never occurs in training; known "
+                raise UserError(f"{split} example {ex.id}: {task} label {label!r} never occurs in training; known "
                                  f"labels: {maps[task]}. Drop such rows or change the split so training sees it")
 
 
@@ -358,7 +363,7 @@ def collate(examples, tokenizer, maps):
     """A batch: {"ids": one token-id list per text (unpadded: MultiTaskModel packs them),
     "labels": {task: (B,) label index, IGNORE for no label}}."""
     if not examples:
-        raise ValueError("collate needs at least one example")
+        raise UserError("collate needs at least one example")
     return {"ids": tokenizer.encode([ex.text for ex in examples]), "labels": encode_labels(examples, maps)}
 
 
@@ -377,14 +382,18 @@ class _Pool:
         return batch
 
 
+def check_mixing(mode):
+    if mode not in MODES:
+        raise UserError(f"task mixing mode {mode!r} is not known; use one of {MODES}")
+
+
 def plan_epoch(train, tasks, batch_size, mode, seed, epoch, temperature=1.0):
     """The epoch's batches as [(task, [indices into train]), ...]; task None = every task (joint).
 
     A pure function of its arguments, so a resumed run recomputes the same plan and skips the batches done."""
-    if mode not in MODES:
-        raise ValueError(f"task mixing mode {mode!r} is not known; use one of {MODES}")
+    check_mixing(mode)
     if not train or not tasks or batch_size < 1 or temperature <= 0:
-        raise ValueError(f"plan_epoch needs training examples ({len(train)}), tasks ({list(tasks)}), batch_size >= 1 "
+        raise UserError(f"plan_epoch needs training examples ({len(train)}), tasks ({list(tasks)}), batch_size >= 1 "
                          f"({batch_size}) and temperature > 0 ({temperature})")
     rng = random.Random(f"plan:{seed}:{epoch}")  # never the global RNG: the plan must not depend on what ran before
     if mode == "joint":  # one pool; each batch trains every head on the rows that have its label
@@ -394,7 +403,7 @@ def plan_epoch(train, tasks, batch_size, mode, seed, epoch, temperature=1.0):
     for task in tasks:
         pools[task] = _Pool([i for i, ex in enumerate(train) if has_task(ex, task)], rng)
         if not pools[task].indices:
-            raise ValueError(f"task {task!r}: no training example has a label for it")
+            raise UserError(f"task {task!r}: no training example has a label for it")
     sizes = [len(pools[task].indices) for task in tasks]
     n_batches = sum(math.ceil(n / batch_size) for n in sizes)  # as many batches as one pass over every pool
     if mode == "round_robin":  # t1, t2, t1, t2, ...: every task the same number of batches, small pools wrap

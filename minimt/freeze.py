@@ -13,9 +13,12 @@ minGPT's configure_optimizers (every parameter lands in exactly one group).
 A frozen tensor is in no optimizer group, and freeze() clears its .grad: AdamW applies weight decay to every
 tensor it holds whose grad is not None (a zero grad included), so a frozen tensor left in a group could shrink.
 """
+import math
 import re
 
 import torch.nn as nn
+
+from minimt.errors import UserError, UserTypeError
 
 
 def _n_layers(model):
@@ -31,7 +34,7 @@ def _forms(model):
 def resolve(model, target):
     """A target -> the names of the units it covers, in model.units() order."""
     if not isinstance(target, str):
-        raise TypeError(f"target {target!r} is not a string; pass several as freeze(model, 'a', 'b'). "
+        raise UserTypeError(f"target {target!r} is not a string; pass several as freeze(model, 'a', 'b'). "
                         + _forms(model))
     L = _n_layers(model)
     layers = [f"layer.{i}" for i in range(L)]
@@ -46,22 +49,22 @@ def resolve(model, target):
     if kind == "layers":
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", arg)
         if m is None:
-            raise ValueError(f"target {target!r}: write layers:a-b or layers:i with whole numbers. " + _forms(model))
+            raise UserError(f"target {target!r}: write layers:a-b or layers:i with whole numbers. " + _forms(model))
         a = int(m[1])
         b = int(m[2]) if m[2] is not None else a
         if not 0 <= a <= b < L:
-            raise ValueError(f"target {target!r}: layers {a}-{b} are not within 0-{L - 1} "
+            raise UserError(f"target {target!r}: layers {a}-{b} are not within 0-{L - 1} "
                              f"(the model has {L} layers, 0 = nearest the embeddings). " + _forms(model))
         return layers[a:b + 1]
     if kind == "top":
         if not re.fullmatch(r"\d+", arg) or int(arg) > L:
-            raise ValueError(f"target {target!r}: k must be a whole number from 0 to {L}. " + _forms(model))
+            raise UserError(f"target {target!r}: k must be a whole number from 0 to {L}. " + _forms(model))
         return ["embeddings"] + layers[:L - int(arg)]
     if kind == "head":
         if arg not in model.heads:
-            raise ValueError(f"target {target!r}: no task {arg!r}. " + _forms(model))
+            raise UserError(f"target {target!r}: no task {arg!r}. " + _forms(model))
         return [f"head.{arg}"]
-    raise ValueError(f"target {target!r} is not known. " + _forms(model))
+    raise UserError(f"target {target!r} is not known. " + _forms(model))
 
 
 def _set_trainable(model, targets, flag):
@@ -87,15 +90,15 @@ def unfreeze(model, *targets):
     return _set_trainable(model, targets, True)
 
 
-def _check_rates(lr, weight_decay, layer_decay, head_lr):
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    if not weight_decay >= 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    if not 0 < layer_decay <= 1:
-        raise ValueError(f"layer_decay must be in (0, 1] (1 = the same lr everywhere), got {layer_decay}")
-    if head_lr is not None and not head_lr > 0:
-        raise ValueError(f"head_lr must be > 0 or None (None = the top layer's lr), got {head_lr}")
+def check_rates(lr, weight_decay, layer_decay, head_lr):
+    """The one check of the learning-rate settings (param_groups, open_units and TrainConfig call it)."""
+    rules = {"lr": (lr, lambda v: 0 < v < math.inf, "> 0"),
+             "weight_decay": (weight_decay, lambda v: 0 <= v < math.inf, ">= 0"),
+             "layer_decay": (layer_decay, lambda v: 0 < v <= 1, "in (0, 1] (1 = the same lr everywhere)"),
+             "head_lr": (head_lr, lambda v: 0 <= v < math.inf, ">= 0 (0 = the top layer's lr)")}
+    for name, (v, ok, rule) in rules.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not ok(v):
+            raise UserError(f"{name}={v!r} is out of range: it must be {rule}")
 
 
 def _unit_lr(name, L, lr, layer_decay, head_lr):
@@ -104,7 +107,7 @@ def _unit_lr(name, L, lr, layer_decay, head_lr):
         return lr * layer_decay ** L
     if name.startswith("layer."):
         return lr * layer_decay ** (L - 1 - int(name.split(".")[1]))
-    return head_lr if head_lr is not None else lr
+    return head_lr or lr  # 0: the heads learn at the top layer's rate
 
 
 def _groups(model, names, lr, weight_decay, layer_decay, head_lr):
@@ -128,12 +131,12 @@ def _groups(model, names, lr, weight_decay, layer_decay, head_lr):
     return groups
 
 
-def param_groups(model, lr, weight_decay=0.01, layer_decay=1.0, head_lr=None):
+def param_groups(model, lr, weight_decay=0.01, layer_decay=1.0, head_lr=0.0):
     """The trainable parameters as AdamW groups: torch.optim.AdamW(param_groups(model, 2e-5, layer_decay=0.9))."""
-    _check_rates(lr, weight_decay, layer_decay, head_lr)
+    check_rates(lr, weight_decay, layer_decay, head_lr)
     groups = _groups(model, {name for name, _ in model.units()}, lr, weight_decay, layer_decay, head_lr)
     if not groups:
-        raise ValueError("every parameter is frozen, so there is nothing to train; unfreeze a target first, "
+        raise UserError("every parameter is frozen, so there is nothing to train; unfreeze a target first, "
                          "e.g. unfreeze(model, 'head:<task>')")
     in_groups = [id(p) for g in groups for p in g["params"]]
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
@@ -164,25 +167,25 @@ def unfreeze_schedule(step, every, n_layers):
     Steps [0, every) train the heads only (returns []); each further `every` steps open one more unit:
     layer.{L-1}, layer.{L-2}, .., layer.0, then embeddings."""
     if not isinstance(every, int) or every < 1:
-        raise ValueError(f"every must be a whole number of steps >= 1, got {every!r}")
+        raise UserError(f"every must be a whole number of steps >= 1, got {every!r}")
     if not isinstance(step, int) or step < 0:
-        raise ValueError(f"step must be a whole number >= 0, got {step!r}")
+        raise UserError(f"step must be a whole number >= 0, got {step!r}")
     if not isinstance(n_layers, int) or n_layers < 1:
-        raise ValueError(f"n_layers must be a whole number >= 1, got {n_layers!r}")
+        raise UserError(f"n_layers must be a whole number >= 1, got {n_layers!r}")
     order = [f"layer.{i}" for i in reversed(range(n_layers))] + ["embeddings"]
     return order[:step // every]
 
 
-def open_units(model, optimizer, names, lr, weight_decay=0.01, layer_decay=1.0, head_lr=None):
+def open_units(model, optimizer, names, lr, weight_decay=0.01, layer_decay=1.0, head_lr=0.0):
     """Unfreeze the named units that are still frozen and give them groups in `optimizer` (same rules as
     param_groups). Returns the names it opened; units already open are left as they are."""
     if isinstance(names, str):
-        raise TypeError(f"names must be a list of unit names, e.g. [{names!r}], not the string {names!r}")
-    _check_rates(lr, weight_decay, layer_decay, head_lr)
+        raise UserTypeError(f"names must be a list of unit names, e.g. [{names!r}], not the string {names!r}")
+    check_rates(lr, weight_decay, layer_decay, head_lr)
     units = dict(model.units())
     unknown = [n for n in names if n not in units]
     if unknown:
-        raise ValueError(f"no unit named {unknown}; units are {list(units)}")
+        raise UserError(f"no unit named {unknown}; units are {list(units)}")
     held = {id(p) for g in optimizer.param_groups for p in g["params"]}
     opened = []
     for name in dict.fromkeys(names):  # in the order given, each once
@@ -190,10 +193,10 @@ def open_units(model, optimizer, names, lr, weight_decay=0.01, layer_decay=1.0, 
         if all(grads):
             continue
         if any(grads):
-            raise ValueError(f"unit {name} is partly frozen (some tensors were set by hand); open_units opens "
+            raise UserError(f"unit {name} is partly frozen (some tensors were set by hand); open_units opens "
                              f"whole frozen units only: unfreeze(model, ...) it and rebuild the optimizer")
         if any(id(p) in held for p in units[name].parameters()):
-            raise ValueError(f"the optimizer already holds tensors of the frozen unit {name}; build it with "
+            raise UserError(f"the optimizer already holds tensors of the frozen unit {name}; build it with "
                              f"param_groups(model, ...), which leaves frozen tensors out")
         opened.append(name)
     for name in opened:

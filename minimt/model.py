@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minimt.config import BertConfig
+from minimt.errors import UserError
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Packed:
         """Token-id lists, sorted longest first -> Packed."""
         lengths = [len(x) for x in ids]
         if any(a < b for a, b in zip(lengths, lengths[1:])):
-            raise ValueError("Packed needs its texts sorted longest first (Tokenizer.token_batches sorts them)")
+            raise UserError("Packed needs its texts sorted longest first (Tokenizer.token_batches sorts them)")
         runs, i = [], 0
         while i < len(lengths):
             j = i
@@ -55,32 +56,6 @@ class Packed:
         input_ids = torch.tensor([t for x in ids for t in x], dtype=torch.long, device=device)    # (N,)
         positions = torch.cat([torch.arange(T, device=device).repeat(b) for b, T in runs])      # (N,)
         return cls(input_ids, positions, runs)
-
-
-class Linear(nn.Linear):
-    """nn.Linear that, for inference on the CPU, can multiply by a copy of its weight prepacked once.
-
-    A GEMM first rearranges the weight matrix into the blocked layout its inner kernel reads (tiles for AVX-512 or
-    AMX). F.linear does that on every call; for one sentence (a dozen rows) in bfloat16 on AMX it is a large part
-    of the work. oneDNN's _reorder_linear_weight does it once, and _linear_pointwise multiplies by the prepacked
-    copy (the ops PyTorch's own inductor uses): the same products, summed in another order (float32: ~1e-6 apart;
-    tests/test_packed.py). SentenceEncoder.from_pretrained sets use_prepacked (BertModel.set_prepacked) for
-    bfloat16, where it pays. The copy is used only while autograd and autocast are off and the weight is a float32
-    or bfloat16 CPU tensor of x's dtype; otherwise F.linear runs. It is made again whenever the weight changed
-    (moved, cast, updated in place: its _version counts that), and it is no parameter: state_dict and checkpoints
-    are unchanged. It costs the weight's memory once more."""
-    use_prepacked = False
-    prepacked = prepacked_key = None  # the copy, and (data pointer, _version, dtype) of the weight it was made from
-
-    def forward(self, x):
-        w = self.weight
-        if (not self.use_prepacked or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu")
-                or w.device.type != "cpu" or x.dtype != w.dtype or w.dtype not in (torch.float32, torch.bfloat16)):
-            return F.linear(x, w, self.bias)
-        key = (w.data_ptr(), w._version, w.dtype)
-        if self.prepacked_key != key:
-            self.prepacked, self.prepacked_key = torch.ops.mkldnn._reorder_linear_weight(w.detach(), None), key
-        return torch.ops.mkldnn._linear_pointwise(x, self.prepacked, self.bias, "none", [], "")
 
 
 class Dropout(nn.Module):
@@ -138,27 +113,29 @@ class SelfAttention(nn.Module):
         super().__init__()
         H = cfg.hidden_size
         self.n_head, self.head_dim = cfg.num_attention_heads, H // cfg.num_attention_heads
-        self.qkv = Linear(H, 3 * H)  # the query, key and value projections stacked: one matmul for all three
-        self.out = Linear(H, H)
+        self.qkv = nn.Linear(H, 3 * H)  # the query, key and value projections stacked: one matmul for all three
+        self.out = nn.Linear(H, H)
         self.p_drop = cfg.attention_probs_dropout_prob
         self.use_sdpa = True  # fused kernel; set False for the manual path in attend (tests prove both equal)
         # a named point for observers (minimt/trace.py): a forward hook on it sees the manual path's (B, nh, T, T)
         # softmax weights, which the fused kernel never materialises. No parameters, nothing computed.
         self.probs = nn.Identity()
 
-    def forward(self, x, layout):
-        # 1) project every token to its query, key and value (shape-agnostic: (B, T, H) or (N, H))
+    def forward(self, x, mask=None, runs=None):
+        """Padded: x (B, T, H) and the (B, 1, 1, T) additive mask (None: every token real). Packed: x (N, H) and the
+        batch's runs."""
+        # 1) project every token to its query, key and value
         qkv = self.qkv(x)  # (..., 3H): q, k and v side by side
-        if isinstance(layout, torch.Tensor):  # padded: x (B, T, H), layout the (B, 1, 1, T) additive mask
+        if runs is None:  # padded
             B, T, H = x.shape
             q, k, v = qkv.chunk(3, dim=-1)                                      # 3 x (B, T, H) views
-            y = self.attend(*(self.heads(t, B, T) for t in (q, k, v)), layout)   # (B, nh, T, hd)
+            y = self.attend(*(self.heads(t, B, T) for t in (q, k, v)), mask)     # (B, nh, T, hd)
             y = y.transpose(1, 2).reshape(B, T, H)                              # (B, T, H)
-        else:  # packed: x (N, H), layout the runs; a run's texts all have T tokens, so nothing needs masking
+        else:  # packed: a run's texts all have T tokens, so nothing needs masking
             # split, not one slice per run: a slice's backward writes its gradient into a zero tensor the size of
-            # the whole batch, and a dozen runs made that a tenth of a training step; split's backward is one cat
+            # the whole batch; split's backward is one cat
             parts = []
-            for (b, T), run in zip(layout, qkv.split([b * T for b, T in layout])):  # run: (b*T, 3H)
+            for (b, T), run in zip(runs, qkv.split([b * T for b, T in runs])):  # run: (b*T, 3H)
                 o = self.attend(*(self.heads(t, b, T) for t in run.chunk(3, dim=-1)), None)  # (b, nh, T, hd)
                 parts.append(o.transpose(1, 2).reshape(b * T, -1))                        # (b*T, H)
             y = torch.cat(parts)                                                          # (N, H)
@@ -190,15 +167,11 @@ class FeedForward(nn.Module):
 
     def __init__(self, cfg: BertConfig):
         super().__init__()
-        self.up = Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.down = Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.up = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
 
     def forward(self, x):
-        u = self.up(x)                          # 4H wide
-        # the exact erf GELU (gelu's default); with no backward to feed (encoding), in place: one 4H-wide buffer
-        # fewer per layer, measured ~3% of encode time (tests/bench/README.md)
-        u = F.gelu(u) if torch.is_grad_enabled() else torch.ops.aten.gelu_(u)
-        return self.down(u)
+        return self.down(F.gelu(self.up(x)))  # (..., H) -> (..., 4H) -> (..., H)
 
 
 class Layer(nn.Module):
@@ -212,8 +185,8 @@ class Layer(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.drop = Dropout(cfg.hidden_dropout_prob)
 
-    def forward(self, x, layout):
-        x = self.ln1(x + self.drop(self.attn(x, layout)))  # (B, T, H) or (N, H)
+    def forward(self, x, mask=None, runs=None):
+        x = self.ln1(x + self.drop(self.attn(x, mask, runs)))  # (B, T, H) or (N, H)
         x = self.ln2(x + self.drop(self.ffn(x)))           # same shape
         return x
 
@@ -239,35 +212,36 @@ class BertModel(nn.Module):
     def set_attention(self, impl):
         """'sdpa' (fused scaled_dot_product_attention) or 'manual' (the readable matmul-softmax-matmul)."""
         if impl not in ("sdpa", "manual"):
-            raise ValueError(f"attention {impl!r} is not known; use 'sdpa' or 'manual'")
+            raise UserError(f"attention {impl!r} is not known; use 'sdpa' or 'manual'")
         for layer in self.layers:
             layer.attn.use_sdpa = impl == "sdpa"
 
-    def set_prepacked(self, on=True):
-        """Multiply by prepacked weights when autograd is off (Linear.use_prepacked): for inference on the CPU."""
-        for m in self.modules():
-            if isinstance(m, Linear):
-                m.use_prepacked = on
-                m.prepacked = m.prepacked_key = None  # made again on first use
-
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        """A Packed batch -> (N, H) token vectors; or padded (B, T) input_ids with attention_mask (1 for real tokens)
-        and optional token_type_ids -> (B, T, H), whose padding positions hold values callers must mask out."""
-        longest = input_ids.runs[0][1] if isinstance(input_ids, Packed) else input_ids.shape[1]  # known on the host
-        if longest > self.config.max_position_embeddings:
-            raise ValueError(f"a text of {longest} tokens is longer than max_position_embeddings "
-                             f"{self.config.max_position_embeddings}; truncate the input")
+        """A Packed batch -> (N, H) token vectors. Or padded (B, T) input_ids -> (B, T, H), with attention_mask
+        (B, T), 1 for real tokens (default: every token real), and optional token_type_ids (B, T); the padding
+        positions of the output hold values callers must mask out."""
         if isinstance(input_ids, Packed):
-            batch = input_ids
-            x = self.embeddings(batch.input_ids, batch.positions)            # (N, H), segment 0 throughout
-            layout = batch.runs
-        else:
-            T = input_ids.shape[1]
-            x = self.embeddings(input_ids, torch.arange(T, device=input_ids.device), token_type_ids)  # (B, T, H)
-            # additive mask, broadcast over heads and query positions: 0 keeps a key, dtype-min removes it
-            # (min rather than -inf, so a row with no real token yields a uniform softmax instead of NaN)
-            mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min  # (B, 1, 1, T)
-            layout = mask
+            return self.forward_packed(input_ids)
+        B, T = input_ids.shape
+        self.check_length(T)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        x = self.embeddings(input_ids, torch.arange(T, device=input_ids.device), token_type_ids)  # (B, T, H)
+        # additive mask, broadcast over heads and query positions: 0 keeps a key, dtype-min removes it
+        # (min rather than -inf, so a row with no real token yields a uniform softmax instead of NaN)
+        mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min  # (B, 1, 1, T)
         for layer in self.layers:
-            x = layer(x, layout)
+            x = layer(x, mask=mask)  # (B, T, H)
         return x
+
+    def forward_packed(self, batch):
+        self.check_length(batch.runs[0][1])              # the longest text comes first
+        x = self.embeddings(batch.input_ids, batch.positions)  # (N, H), segment 0 throughout
+        for layer in self.layers:
+            x = layer(x, runs=batch.runs)                # (N, H)
+        return x
+
+    def check_length(self, T):
+        if T > self.config.max_position_embeddings:
+            raise UserError(f"a text of {T} tokens is longer than max_position_embeddings "
+                             f"{self.config.max_position_embeddings}; truncate the input")

@@ -11,7 +11,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minimt.encoder import embed_sorted, pick_device
+from minimt.devices import pick_device
+from minimt.encoder import SentenceEncoder, check_texts, embed_sorted, eval_mode
+from minimt.errors import UserError, UserTypeError
+from minimt.io import checkpoint, export, layout
 from minimt.model import Dropout
 from minimt.pooling import normalize
 from minimt.tokenizer import MAX_TOKENS
@@ -20,13 +23,23 @@ from minimt.tokenizer import MAX_TOKENS
 HEADS = ("linear", "mlp")
 
 
+def check_head(kind):
+    if kind not in HEADS:
+        raise UserError(f"head {kind!r} is not known; use one of {HEADS}")
+
+
+def check_task_name(name, where="task"):
+    """Task names become module names (heads.<task>) and JSON keys: Python identifiers only."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise UserError(f"{where}: task name {name!r} must be a Python identifier (letters, digits, _)")
+
+
 class Head(nn.Module):
     """linear: Dropout -> Linear.  mlp: Linear -> GELU -> Dropout -> Linear (one hidden layer of width H)."""
 
     def __init__(self, dim, n_labels, kind="linear", dropout=0.1):
         super().__init__()
-        if kind not in HEADS:
-            raise ValueError(f"head {kind!r} is not known; use one of {HEADS}")
+        check_head(kind)
         self.hidden = nn.Linear(dim, dim) if kind == "mlp" else None
         self.drop = Dropout(dropout)
         self.out = nn.Linear(dim, n_labels)
@@ -45,16 +58,13 @@ class MultiTaskModel(nn.Module):
         device: where the whole model goes ("cpu", "cuda", "auto", ...; default: the encoder's)."""
         super().__init__()
         if not isinstance(tasks, dict):  # {} is allowed: no heads, when only pair tasks train the encoder
-            raise ValueError("tasks must be a dict {task name: [label, ...]}")
+            raise UserError("tasks must be a dict {task name: [label, ...]}")
+        check_head(head)
         for name, labels in tasks.items():
-            if not name.isidentifier():
-                raise ValueError(f"task name {name!r} must be a Python identifier (letters, digits, _)")
+            check_task_name(name)
             if len(labels) < 2 or len(set(labels)) != len(labels):
-                raise ValueError(f"task {name!r} needs at least 2 distinct labels, got {list(labels)}")
+                raise UserError(f"task {name!r} needs at least 2 distinct labels, got {list(labels)}")
         self.bert = encoder.model      # the BertModel (model.py); a SentenceEncoder wraps the same one for encode()
-        # a model in training evaluates with the same F.linear it trains with: prepacked weights (model.Linear) sum
-        # in another order, and a run resumed from a checkpoint must score its steps exactly as before
-        self.bert.set_prepacked(False)
         self.tokenizer = encoder.tokenizer
         self.config = encoder.config
         self.tasks = {name: [str(x) for x in labels] for name, labels in tasks.items()}
@@ -104,33 +114,38 @@ class MultiTaskModel(nn.Module):
     def predict(self, texts, batch_size=None, max_tokens=MAX_TOKENS):
         """[{task: (label, probability)}, ...], one dict per text, in input order."""
         if isinstance(texts, str):
-            raise TypeError("predict() takes a list of texts; wrap a single text as [text]")
-        was_training = self.training
-        self.eval()
-        ids = self.tokenizer.encode(list(texts))
+            raise UserTypeError("predict() takes a list of texts; wrap a single text as [text]")
+        ids = self.tokenizer.encode(check_texts(texts))
         out = [None] * len(ids)
-        for idx, batch in self.tokenizer.token_batches(ids, max_tokens, batch_size):
-            logits = self.classify(self(batch))
-            probs = {t: lg.float().softmax(-1) for t, lg in logits.items()}           # (b, C_t) each
-            for row, i in enumerate(idx):
-                out[i] = {t: (self.tasks[t][int(p[row].argmax())], float(p[row].max())) for t, p in probs.items()}
-        self.train(was_training)
+        with eval_mode(self):
+            for idx, batch in self.tokenizer.token_batches(ids, max_tokens, batch_size):
+                logits = self.classify(self(batch))
+                probs = {t: lg.float().softmax(-1) for t, lg in logits.items()}           # (b, C_t) each
+                for row, i in enumerate(idx):
+                    out[i] = {t: (self.tasks[t][int(p[row].argmax())], float(p[row].max())) for t, p in probs.items()}
         return out
 
     def save(self, path):
-        """A sentence-transformers directory of the encoder, with the heads beside it (minimt/export.py)."""
-        from minimt.export import save_sentence_transformer
-        return save_sentence_transformer(self.bert, self.tokenizer, path, multitask=self)
+        """A sentence-transformers directory of the encoder, with the heads beside it (minimt/io/export.py)."""
+        return export.save_sentence_transformer(self.bert, self.tokenizer, path, multitask=self)
 
     @classmethod
     def from_checkpoint(cls, path):
-        """A training checkpoint (runs/train/best) or a directory written by save() / `minimt export`."""
-        from pathlib import Path
-        if (Path(path) / "heads.json").exists():
-            from minimt.export import load_multitask
-            return load_multitask(path)
-        from minimt.checkpoint import load_model
-        return load_model(path)
+        """A training checkpoint (runs/train/best) or a directory written by save() / `minimt export`, every
+        tensor checked (strict)."""
+        kind = layout.kind(path)
+        if kind == "checkpoint":
+            bert, tokenizer, state, meta = checkpoint.read(path)
+            model = cls(SentenceEncoder(bert, tokenizer), meta["tasks"], head=meta["head"], dropout=meta["dropout"])
+            model.load_state_dict(state, strict=True)
+        elif kind == "export":
+            meta, heads = export.read_heads(path)
+            model = cls(SentenceEncoder.from_pretrained(path), meta["tasks"], meta["head"], meta["dropout"])
+            model.heads.load_state_dict(heads, strict=True)
+        else:
+            raise UserError(f"{path} is a {kind} directory with no task heads; load it with "
+                            f"SentenceEncoder.from_pretrained, or train heads on it (minimt train)")
+        return model.eval()
 
 
 class EmbeddingCache:
@@ -140,15 +155,13 @@ class EmbeddingCache:
     @torch.no_grad()
     def __init__(self, model, texts, max_tokens=MAX_TOKENS):
         if not model.backbone_frozen():
-            raise ValueError("an embedding cache needs the whole backbone frozen: its vectors would go stale")
+            raise UserError("an embedding cache needs the whole backbone frozen: its vectors would go stale")
         texts = sorted(set(texts))
         self.row = {t: i for i, t in enumerate(texts)}
         self.vectors = torch.empty(len(texts), model.config.hidden_size, device=model.device)  # (N, H)
-        was_training = model.training
-        model.eval()
-        for idx, batch in model.tokenizer.token_batches(model.tokenizer.encode(texts), max_tokens):
-            self.vectors[idx] = model(batch).float()
-        model.train(was_training)
+        with eval_mode(model):
+            for idx, batch in model.tokenizer.token_batches(model.tokenizer.encode(texts), max_tokens):
+                self.vectors[idx] = model(batch).float()
 
     def __call__(self, examples):
         return self.vectors[[self.row[ex.text] for ex in examples]]  # (B, H), on the model's device

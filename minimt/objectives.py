@@ -14,6 +14,7 @@ objectives of sentence-transformers' CoSENTLoss, CosineSimilarityLoss and Multip
 import torch
 import torch.nn.functional as F
 
+from minimt.errors import UserError
 from minimt.similarity import cos_sim, pearson, spearman
 
 KINDS = ("classify", "pairs", "contrastive")
@@ -53,7 +54,7 @@ def pair_loss(kind, loss, u, v, scores, negatives=None, scale=20.0, score_scale=
         return cosent_loss(cos, scores, scale) if loss == "cosent" else cosine_mse_loss(cos, scores / score_scale)
     if kind == "contrastive":
         return in_batch_negatives_loss(u, v, None if negatives is None else negatives.float(), scale)
-    raise ValueError(f"pair_loss: kind {kind!r} is not a pairs or contrastive task")
+    raise UserError(f"pair_loss: kind {kind!r} is not a pairs or contrastive task")
 
 
 @torch.no_grad()
@@ -80,7 +81,7 @@ def pair_tasks(sources):
         first = specs.setdefault(src.task, src)
         if (first.kind, first.loss, first.scale, first.score_scale) != (src.kind, src.loss, src.scale,
                                                                         src.score_scale):
-            raise ValueError(f"task {src.task!r} is defined twice with different kind/loss/scale ({first.path} and "
+            raise UserError(f"task {src.task!r} is defined twice with different kind/loss/scale ({first.path} and "
                              f"{src.path}); give both sources the same settings")
     return specs
 

@@ -8,6 +8,8 @@ as in each run of a Packed batch (pool_packed).
 import torch
 import torch.nn.functional as F
 
+from minimt.errors import UserError
+
 
 def mean_pool(hidden, attention_mask):
     if attention_mask is None:
@@ -35,7 +37,7 @@ POOLERS = {"mean": mean_pool, "cls": cls_pool, "max": max_pool}
 def pool(hidden, attention_mask, mode="mean"):
     """Padded: hidden (B, T, H), attention_mask (B, T) -> (B, H)."""
     if mode not in POOLERS:
-        raise ValueError(f"pooling {mode!r} is not known; use one of {sorted(POOLERS)}")
+        raise UserError(f"pooling {mode!r} is not known; use one of {sorted(POOLERS)}")
     return POOLERS[mode](hidden, attention_mask)
 
 

@@ -12,7 +12,8 @@ import heapq
 import numpy as np
 import torch
 
-from minimt import datasets
+from minimt.errors import UserError
+
 
 
 def _as_2d(x):
@@ -24,7 +25,7 @@ def cos_sim(a, b):
     """(N, D) x (M, D) -> (N, M) tensor of cosines; 1-D inputs count as one row. numpy or torch."""
     a, b = _as_2d(a), _as_2d(b)
     if a.shape[-1] != b.shape[-1]:
-        raise ValueError(f"cos_sim: dimensions differ ({a.shape[-1]} vs {b.shape[-1]})")
+        raise UserError(f"cos_sim: dimensions differ ({a.shape[-1]} vs {b.shape[-1]})")
     a = torch.nn.functional.normalize(a, p=2, dim=1)
     b = torch.nn.functional.normalize(b, p=2, dim=1)
     return a @ b.T
@@ -34,7 +35,7 @@ def dot_score(a, b):
     """(N, D) x (M, D) -> (N, M) tensor of dot products; for vectors that are already normalised, the cosine."""
     a, b = _as_2d(a), _as_2d(b)
     if a.shape[-1] != b.shape[-1]:
-        raise ValueError(f"dot_score: dimensions differ ({a.shape[-1]} vs {b.shape[-1]})")
+        raise UserError(f"dot_score: dimensions differ ({a.shape[-1]} vs {b.shape[-1]})")
     return a @ b.T
 
 
@@ -146,30 +147,3 @@ def ranks(x):
 
 def spearman(x, y):
     return pearson(ranks(x), ranks(y))
-
-
-def read_sts(split="test", data_dir=None):
-    """(sentences1, sentences2, scores) from stsb/sts-<split>.csv: tab-separated, no quoting, fields 4-6.
-    data_dir: the folder holding stsb/ (default: data/, see minimt/datasets.py)."""
-    path = datasets.path("stsb", f"sts-{split}.csv", data_dir)
-    s1, s2, scores = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            cols = line.rstrip("\n").split("\t")
-            if len(cols) < 7:
-                raise ValueError(f"{path}:{n}: expected at least 7 tab-separated fields, got {len(cols)}")
-            scores.append(float(cols[4]))
-            s1.append(cols[5])
-            s2.append(cols[6])
-    return s1, s2, np.array(scores)
-
-
-def evaluate_sts(encoder, split="test", batch_size=32, data_dir=None):
-    """Pearson and Spearman (x 100) between cosine(embeddings) and the gold scores."""
-    s1, s2, gold = read_sts(split, data_dir)
-    unique = sorted(set(s1) | set(s2))  # each distinct sentence is encoded once
-    emb = encoder.encode(unique, batch_size=batch_size, convert_to_tensor=True).cpu()
-    row = {s: i for i, s in enumerate(unique)}
-    a, b = emb[[row[s] for s in s1]], emb[[row[s] for s in s2]]
-    cos = torch.nn.functional.cosine_similarity(a, b, dim=1).numpy()
-    return {"pairs": len(gold), "pearson": 100 * pearson(cos, gold), "spearman": 100 * spearman(cos, gold)}

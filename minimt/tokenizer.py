@@ -17,6 +17,8 @@ from tokenizers.models import WordPiece
 from tokenizers.normalizers import BertNormalizer
 from tokenizers.pre_tokenizers import BertPreTokenizer
 
+from minimt.errors import UserError
+
 MAX_TOKENS = 4096  # tokens per batch (texts x longest): matmuls of ~4k rows ran at the CPU's GEMM peak (make bench)
 # a text longer than this many characters per kept token is read a window of that size at a time (head). English
 # averages ~4.5 characters a WordPiece token, so one window nearly always holds enough; one that holds too few
@@ -31,7 +33,7 @@ class Tokenizer:
         try:
             self.tok = HFTokenizer.from_file(str(path))
         except Exception as e:  # tokenizers raises a bare Exception for a missing or broken file
-            raise ValueError(f"cannot read tokenizer {path}: {e}; the checkpoint directory needs the "
+            raise UserError(f"cannot read tokenizer {path}: {e}; the checkpoint directory needs the "
                              f"tokenizer.json of its model") from None
         # replace whatever tokenizer.json says: cut at max_seq_length (special tokens included), no padding
         # here, because each batch is padded on its own to its longest text (see pad)
@@ -165,7 +167,7 @@ class Tokenizer:
         within max_tokens and it has at most batch_size texts (None: no such limit). A token budget keeps every
         matmul about the same size whether the texts are 10 or 250 tokens long."""
         if max_tokens is None and batch_size is None:
-            raise ValueError("give max_tokens or batch_size (or both)")
+            raise UserError("give max_tokens or batch_size (or both)")
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         start = 0
         while start < len(order):

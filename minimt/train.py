@@ -6,6 +6,9 @@
     at the very end: test metrics and predictions.jsonl
 
 Run: python -m minimt train CONFIG.json [--key=value ...]   (see examples/04_train.py and the README)
+
+Read examples/train_loop.py first: the same loop in 60 lines, without resume, processes, caches or checkpoints.
+Here every helper takes one Run, the state of the run (model, optimizer, data, step), rather than a dozen arguments.
 """
 import itertools
 import json
@@ -14,17 +17,21 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm  # installed with huggingface-hub
 
-from minimt import checkpoint, distributed, files, rundir
-from minimt.data import IGNORE, MODES, Source, check_labels, encode_labels, label_maps, load_splits, of_type, plan_epoch
+from minimt.data import (IGNORE, Source, check_labels, check_mixing, encode_labels, label_maps, load_splits, of_type,
+                         plan_epoch)
+from minimt.devices import check_dtype
 from minimt.encoder import SentenceEncoder
+from minimt.errors import UserError
 from minimt.evaluate import evaluate
-from minimt.freeze import freeze, open_units, param_groups, trainable_table, unfreeze_schedule
-from minimt.multitask import HEADS, EmbeddingCache, MultiTaskModel
+from minimt.freeze import check_rates, freeze, open_units, param_groups, trainable_table, unfreeze_schedule
+from minimt.io import checkpoint, distributed, files, rundir
+from minimt.multitask import EmbeddingCache, MultiTaskModel, check_head
 from minimt.objectives import pair_losses, pair_tasks, primary, summary
 
 
@@ -67,10 +74,13 @@ class TrainConfig:
     eval_batch_size: int = 64
     out_dir: str = "runs/train"
     resume: bool = False             # continue from out_dir/last exactly where it stopped
-    stop_after: int = 0              # > 0: stop after this many steps of this run (to test --resume)
-
     overwrite: bool = False          # start over in an out_dir that holds a run (its checkpoints are replaced)
     resume_force: bool = False       # --resume even with settings that differ from the saved run's (not exact)
+
+    # what may change on --resume and leave the weights as an uninterrupted run's (rundir.check_resume); every
+    # other setting shapes the weights
+    SAFE_TO_CHANGE: ClassVar[tuple] = ("eval_every", "log_every", "eval_batch_size", "device", "out_dir", "resume",
+                                       "overwrite", "resume_force")
 
     def __post_init__(self):
         for f in fields(self):  # types first: "2.5" steps or a "no" flag must fail here, not mid-run
@@ -79,27 +89,28 @@ class TrainConfig:
                 v = [v]  # --freeze=backbone means ["backbone"]
                 setattr(self, f.name, v)
             if not of_type(v, f.type):
-                raise ValueError(f"setting {f.name}={v!r} must be {TYPE_NAMES[f.type]} (e.g. --{f.name}="
+                raise UserError(f"setting {f.name}={v!r} must be {TYPE_NAMES[f.type]} (e.g. --{f.name}="
                                  f"{json.dumps(f.default_factory() if callable(f.default_factory) else f.default)})")
         for name, (ok, rule) in RANGES.items():
             if not ok(getattr(self, name)):
-                raise ValueError(f"setting {name}={getattr(self, name)!r} is out of range: it must be {rule}")
-        checks = {"mixing": MODES, "schedule": SCHEDULES, "head": HEADS}
-        for key, allowed in checks.items():
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"{key}={getattr(self, key)!r} is not supported; use one of {list(allowed)}")
+                raise UserError(f"setting {name}={getattr(self, name)!r} is out of range: it must be {rule}")
+        check_rates(self.lr, self.weight_decay, self.layer_decay, self.head_lr)  # freeze.py's rule, checked now
+        check_mixing(self.mixing)
+        check_head(self.head)
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"schedule={self.schedule!r} is not supported; use one of {list(SCHEDULES)}")
         bad = {t: w for t, w in self.task_weights.items()
                if not isinstance(w, (int, float)) or isinstance(w, bool) or not 0 <= w < math.inf}
         if bad:
-            raise ValueError(f"task_weights {bad}: each weight must be a number >= 0 (0 = the task does not train)")
+            raise UserError(f"task_weights {bad}: each weight must be a number >= 0 (0 = the task does not train)")
         if self.bf16 and self.fp16:
-            raise ValueError("bf16 and fp16 exclude each other: choose one autocast dtype")
+            raise UserError("bf16 and fp16 exclude each other: choose one autocast dtype")
         if self.cache_embeddings and "backbone" not in self.freeze and "all" not in self.freeze:
-            raise ValueError("cache_embeddings needs the backbone frozen: add \"backbone\" to freeze")
+            raise UserError("cache_embeddings needs the backbone frozen: add \"backbone\" to freeze")
         if self.cache_embeddings and self.unfreeze_every:
-            raise ValueError("cache_embeddings and unfreeze_every exclude each other: the backbone must stay frozen")
+            raise UserError("cache_embeddings and unfreeze_every exclude each other: the backbone must stay frozen")
         if self.resume and self.overwrite:
-            raise ValueError("resume and overwrite exclude each other: continue the run or start it over")
+            raise UserError("resume and overwrite exclude each other: continue the run or start it over")
 
 
 TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
@@ -114,16 +125,11 @@ RANGES = {
     "max_steps": (lambda v: v >= 0, ">= 0 (0 = as many as the epochs give)"),
     "batch_size": (lambda v: v >= 1, ">= 1"),
     "grad_accum": (lambda v: v >= 1, ">= 1 (micro-batches per optimizer step)"),
-    "lr": (lambda v: 0 < v < math.inf, "> 0"),
-    "head_lr": (lambda v: 0 <= v < math.inf, ">= 0 (0 = the same as lr)"),
-    "layer_decay": (lambda v: 0 < v <= 1, "in (0, 1] (1 = no decay)"),
-    "weight_decay": (lambda v: 0 <= v < math.inf, ">= 0"),
     "warmup": (lambda v: 0 <= v <= 1, "a fraction of the steps, in [0, 1]"),
     "clip": (lambda v: 0 <= v < math.inf, ">= 0 (0 = no clipping)"),
     "eval_every": (lambda v: v >= 0, ">= 0 (0 = at the end of every epoch)"),
     "log_every": (lambda v: v >= 1, ">= 1 (steps between training-loss lines)"),
     "eval_batch_size": (lambda v: v >= 1, ">= 1"),
-    "stop_after": (lambda v: v >= 0, ">= 0 (0 = run to the end)"),
     "model": (lambda v: v != "", "a checkpoint directory or a model name"),
     "out_dir": (lambda v: v != "", "a directory"),
     "sources": (lambda v: all(isinstance(s, dict) for s in v), "a list of mappings (minimt.data.Source fields)"),
@@ -156,213 +162,236 @@ def task_loss(logits, labels, task, weights, counts=None):
     return loss
 
 
+@dataclass
+class Run:
+    """The state one training run carries from step to step: train() builds it, every helper below reads it."""
+    cfg: TrainConfig
+    model: MultiTaskModel
+    opt: torch.optim.Optimizer
+    maps: dict                        # {task: [label, ...]}: the classification tasks and their heads
+    specs: dict = field(default_factory=dict)   # {task: Source}: the pairs and contrastive tasks (no head)
+    splits: dict = field(default_factory=dict)  # {"train": [Example], "dev": [...], "test": [...]}
+    scaler: torch.amp.GradScaler = None  # fp16's loss scaling (off otherwise)
+    cache: EmbeddingCache = None      # frozen backbone: each text's vector, encoded once
+    rank: int = 0                     # this process, of `world` (torchrun); rank 0 logs and writes
+    world: int = 1
+    log: Callable = print
+    metrics: object = None            # out_dir/metrics.jsonl, open for appending (rank 0)
+    step: int = 0                     # optimizer steps taken
+    best: float = -1.0                # the best dev score so far (best/ holds its checkpoint)
+    per_epoch: int = 1                # optimizer steps per epoch
+    total: int = 1                    # optimizer steps in the whole run
+
+    def __post_init__(self):
+        self.scaler = self.scaler or torch.amp.GradScaler(self.model.device.type, enabled=False)
+
+
 def build_optimizer(model, cfg):
     """Freeze as configured (gradual unfreezing starts from a frozen backbone), then one AdamW over the trainable
     groups; every group remembers its base_lr, which lr_at scales each step."""
     freeze(model, *cfg.freeze)
     if cfg.unfreeze_every:
         freeze(model, "backbone")  # ULMFiT: heads first, then one layer at a time from the top
-    groups = param_groups(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.head_lr or None)
+    groups = param_groups(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.head_lr)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, fused=True)  # one kernel per step, not ~10 per tensor
     for g in opt.param_groups:
         g["base_lr"] = g["lr"]
     return opt
 
 
-def unfreeze_due(model, opt, cfg, step):
+def unfreeze_due(run, step):
     """Gradual unfreezing, the one place it happens: open every unit due by `step` (in schedule order, so a
     resumed run's optimizer groups line up with the original's). Returns the names opened now."""
+    cfg = run.cfg
     if not cfg.unfreeze_every:
         return []
-    opened = open_units(model, opt, unfreeze_schedule(step, cfg.unfreeze_every, len(model.bert.layers)),
-                        cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.head_lr or None)
-    for g in opt.param_groups:
+    opened = open_units(run.model, run.opt, unfreeze_schedule(step, cfg.unfreeze_every, len(run.model.bert.layers)),
+                        cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.head_lr)
+    for g in run.opt.param_groups:
         g.setdefault("base_lr", g["lr"])
     return opened
 
 
-def resume_state(cfg, model, opt, scaler):
-    """(step, best) to start from: (0, -1) for a new run; with --resume, out_dir/last's weights, optimizer, RNG."""
-    if not cfg.resume:
-        return 0, -1.0
-    last = Path(cfg.out_dir) / "last"
+def resume(run):
+    """With --resume: out_dir/last's weights, optimizer, loss scale, RNG, step and best score into `run`."""
+    last = Path(run.cfg.out_dir) / "last"
     state = checkpoint.load_train_state(last)
-    model.load_state_dict(checkpoint.load_tensors(last))
+    run.model.load_state_dict(checkpoint.load_tensors(last))
     if state["step"] > 0:
-        unfreeze_due(model, opt, cfg, state["step"] - 1)  # the groups the optimizer had when it was saved
-    names = {id(p): n for n, p in model.named_parameters()}
-    groups = [[names[id(p)] for p in g["params"]] for g in opt.param_groups]
-    opt.load_state_dict(checkpoint.stack_old_qkv_moments(state["optimizer"], groups))  # older runs' q, k, v moments
+        unfreeze_due(run, state["step"] - 1)  # the groups the optimizer had when it was saved
+    run.opt.load_state_dict(state["optimizer"])
     if state.get("scaler"):  # fp16: the loss scale goes on from where it was
-        scaler.load_state_dict(state["scaler"])
+        run.scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"])
-    return state["step"], state["best"]
+    run.step, run.best = state["step"], state["best"]
 
 
-def train_step(model, opt, micro, cfg, maps, cache=None, shard=(0, 1), scaler=None, specs=None):
+def train_step(run, micro):
     """One optimizer step: forward and backward over the micro-batches [(task, examples)], the gradients summed
     over processes, clipping, AdamW. The loss of each micro-batch is averaged over them; returns the loss.
-    specs: the pairs and contrastive tasks (objectives.pair_tasks); their rows bring a second text (and hard
-    negatives), encoded in the same forward as every other text of the batch.
-    scaler: fp16's GradScaler. fp16 gradients underflow to 0 below ~6e-8, so the loss is multiplied by a large
-    factor before backward and the gradients divided by it before clipping; a step whose gradients overflowed to
-    inf is skipped and the factor lowered (bf16 has fp32's exponent range and needs none of this)."""
-    rank, world = shard
-    scaler = scaler or torch.amp.GradScaler(model.device.type, enabled=False)
+    A pair task's rows bring a second text (and hard negatives), encoded in the same forward as every other text.
+    fp16 (run.scaler): its gradients underflow to 0 below ~6e-8, so the loss is multiplied by a large factor
+    before backward and the gradients divided by it before clipping; a step whose gradients overflowed to inf is
+    skipped and the factor lowered (bf16 has fp32's exponent range and needs none of this)."""
+    model, cfg, maps = run.model, run.cfg, run.maps
     model.train()  # dropout on; frozen units stay in eval mode (MultiTaskModel.train)
     autocast = torch.autocast(model.device.type, torch.float16 if cfg.fp16 else torch.bfloat16,
                               enabled=cfg.bf16 or cfg.fp16)
     total = 0.0
     for task, examples in micro:
-        mine = examples[rank::world]  # this process's share of the batch
+        mine = examples[run.rank::run.world]  # this process's share of the batch
         labels = {t: y.to(model.device) for t, y in encode_labels(mine, maps).items()}
         counts = distributed.all_sum(torch.stack([(labels[t] != IGNORE).sum() for t in maps])) if maps else []
         if mine:
             with autocast:
-                # the labels are encoded above for every process; the texts only need their token ids here
                 per_row = [ex.texts() for ex in mine]  # a pair row brings text_b (and hard negatives) too
                 texts = [t for row in per_row for t in row]
                 starts = [0] + list(itertools.accumulate(len(row) for row in per_row))[:-1]  # each row's first
-                vectors = cache(mine) if cache is not None else model(model.tokenizer.encode(texts))  # (n, H)
+                vectors = run.cache(mine) if run.cache is not None else model(model.tokenizer.encode(texts))  # (n, H)
                 loss = task_loss(model.classify(vectors[starts]), labels, task, cfg.task_weights,
                                  dict(zip(maps, counts)))
-                loss = loss + pair_losses(vectors, starts, mine, specs or {}, task, cfg.task_weights)
-            scaler.scale(loss / len(micro)).backward()
+                loss = loss + pair_losses(vectors, starts, mine, run.specs, task, cfg.task_weights)
+            run.scaler.scale(loss / len(micro)).backward()
             total += loss.item() / len(micro)
-    trainable = [p for g in opt.param_groups for p in g["params"]]
+    trainable = [p for g in run.opt.param_groups for p in g["params"]]
     distributed.sync_gradients(trainable)  # several processes: every rank now holds the whole batch's gradient
-    scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+    run.scaler.unscale_(run.opt)  # clip the true gradients, not the scaled ones
     if cfg.clip:  # frozen tensors are in no group, so neither clipping nor weight decay touches them
         torch.nn.utils.clip_grad_norm_(trainable, cfg.clip)
-    scaler.step(opt)
-    scaler.update()
-    opt.zero_grad(set_to_none=True)
+    run.scaler.step(run.opt)
+    run.scaler.update()
+    run.opt.zero_grad(set_to_none=True)
     return total
 
 
-def evaluate_and_save(model, opt, scaler, cfg, dev, maps, cache, step, best, epoch, rate, metrics, specs=None):
+def evaluate_and_save(run, rate):
     """Dev metrics into metrics.jsonl; the best checkpoint (mean over tasks of each one's primary metric: macro-F1,
-    Spearman / 100, MRR) if this one beats it; always the last checkpoint, with what --resume needs. Returns the
-    best score so far."""
-    out = Path(cfg.out_dir)
-    res, _ = evaluate(model, dev, maps, "dev", cfg.eval_batch_size, cache, records=False, specs=specs)
+    Spearman / 100, MRR) if this one beats it; always the last checkpoint, with what --resume needs."""
+    out, cfg, epoch = Path(run.cfg.out_dir), run.cfg, run.step / run.per_epoch
+    res, _ = evaluate(run.model, run.splits["dev"], run.maps, "dev", cfg.eval_batch_size, run.cache, records=False,
+                      specs=run.specs)
     for t, r in res.items():
-        log_line(metrics, step=step, epoch=epoch, split="dev", task=t, **r, lr=lrs(opt), samples_per_s=rate)
-    print(f"\nstep {step}  dev " + "  ".join(f"{t}: {summary(r)}" for t, r in res.items())
+        log_line(run, step=run.step, epoch=epoch, split="dev", task=t, **r, lr=lrs(run.opt), samples_per_s=rate)
+    print(f"\nstep {run.step}  dev " + "  ".join(f"{t}: {summary(r)}" for t, r in res.items())
           + f"  ({rate:.0f} samples/s)")
-    meta = {"train": asdict(cfg), "step": step, "dev": {t: {k: v for k, v in r.items() if k != "confusion"}
-                                                          for t, r in res.items()}}
+    meta = {"train": asdict(cfg), "step": run.step, "dev": {t: {k: v for k, v in r.items() if k != "confusion"}
+                                                              for t, r in res.items()}}
     score = sum(primary(r["kind"], r) for r in res.values()) / len(res)
-    if score > best:
-        best = score
-        checkpoint.save(out / "best", model, meta)
-    checkpoint.save(out / "last", model, meta, {"optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
-                                                "scaler": scaler.state_dict(), "step": step, "best": best})
-    return best
+    if score > run.best:
+        run.best = score
+        checkpoint.save(out / "best", run.model, meta)
+    checkpoint.save(out / "last", run.model, meta, {"optimizer": run.opt.state_dict(), "rng": torch.get_rng_state(),
+                                                    "scaler": run.scaler.state_dict(), "step": run.step,
+                                                    "best": run.best})
 
 
-def score_best(cfg, splits, maps, step, epoch, metrics, specs=None):
+def score_best(run):
     """The best checkpoint on dev and test: metrics.jsonl lines and one predictions.jsonl line per example and task."""
-    out = Path(cfg.out_dir)
-    best_model = checkpoint.load_model(out / "best")
+    out, cfg = Path(run.cfg.out_dir), run.cfg
+    best_model = MultiTaskModel.from_checkpoint(out / "best")
     lines = []
     for split in ("dev", "test"):
-        res, preds = evaluate(best_model, splits[split], maps, split, cfg.eval_batch_size, specs=specs)
+        res, preds = evaluate(best_model, run.splits[split], run.maps, split, cfg.eval_batch_size, specs=run.specs)
         for t, r in res.items():
-            log_line(metrics, step=step, epoch=epoch, split=split, task=t, **r, checkpoint="best")
+            log_line(run, step=run.step, epoch=run.step / run.per_epoch, split=split, task=t, **r, checkpoint="best")
             print(f"{split:4s} {t}: {summary(r)}  (n={r['n']})")
         lines += [json.dumps(p, ensure_ascii=False) + "\n" for p in preds]
     files.write_text(out / "predictions.jsonl", "".join(lines), "out_dir")  # whole or not at all
     return best_model
 
 
-def train(cfg: TrainConfig):
+def train(cfg: TrainConfig, stop_after=0):
+    """Train as `cfg` says, in out_dir; returns the best checkpoint's model. stop_after > 0: stop after that many
+    steps of this call, as a kill would, leaving last/ to --resume from (tests use it)."""
     device = distributed.local_device(cfg.device)
-    if cfg.fp16 and device.type != "cuda":
-        raise ValueError(f"fp16=true needs a CUDA device (this run is on {device}): CPUs have no fast float16 "
-                         f"matmuls; use bf16=true, or train in float32")
+    if cfg.fp16:
+        check_dtype("float16", device)
     rank, world = distributed.init(device)
     if world > 1 and cfg.resume:
-        raise ValueError("resume with several processes is not supported yet (each rank's RNG would have to be "
-                         "saved); resume with a single process")
+        raise UserError("resume with several processes is not supported yet (each rank's RNG would have to be "
+                        "saved); resume with a single process")
     log = print if rank == 0 else quiet  # one process speaks, writes logs and checkpoints
-    with rundir.claim(cfg, log, enabled=rank == 0):  # out_dir is this run's until it ends (minimt/rundir.py)
-        model = fit(cfg, device, rank, world, log)
+    with rundir.claim(cfg, log, enabled=rank == 0):  # out_dir is this run's until it ends (minimt/io/rundir.py)
+        run = start(cfg, device, rank, world, log)
+        try:
+            loop(run, stop_after)
+            model = score_best(run) if rank == 0 and run.step == run.total else run.model
+        finally:
+            if run.metrics:
+                run.metrics.close()
     distributed.finish()
     return model
 
 
-def fit(cfg, device, rank, world, log):
-    """The run itself, in out_dir that train() has claimed: data, model, optimizer, then the loop."""
+def start(cfg, device, rank, world, log):
+    """The Run at its first step (or where --resume left it): data, model, optimizer, cache, metrics file."""
     torch.manual_seed(cfg.seed)
     splits, maps, specs = load_data(cfg, log)
     unknown = set(cfg.task_weights) - set(maps) - set(specs)
     if unknown:
-        raise ValueError(f"task_weights names {sorted(unknown)}, which no source defines; the tasks are "
-                         f"{list(maps) + list(specs)}")
+        raise UserError(f"task_weights names {sorted(unknown)}, which no source defines; the tasks are "
+                        f"{list(maps) + list(specs)}")
     if specs and (cfg.cache_embeddings or world > 1):
-        raise ValueError(f"the pair tasks {list(specs)} train the encoder itself: they cannot use cached embeddings, "
-                         f"and several processes are not supported for them yet (in-batch negatives would have to "
-                         f"be gathered across processes)")
+        raise UserError(f"the pair tasks {list(specs)} train the encoder itself: they cannot use cached embeddings, "
+                        f"and several processes are not supported for them yet (in-batch negatives would have to "
+                        f"be gathered across processes)")
     model = build_model(cfg, maps, log, device)
     if world > 1:
         torch.manual_seed(cfg.seed + rank)  # same initial weights everywhere, different dropout per rank
-    train_set, tasks = splits["train"], list(maps) + list(specs)
-    per_epoch = math.ceil(len(plan_epoch(train_set, tasks, cfg.batch_size, cfg.mixing, cfg.seed, 0,
-                                         cfg.temperature)) / cfg.grad_accum)
-    total = min(cfg.epochs * per_epoch, cfg.max_steps or 10**12)
-    opt = build_optimizer(model, cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.fp16)
-    step, best = resume_state(cfg, model, opt, scaler)
+    run = Run(cfg, model, build_optimizer(model, cfg), maps, specs, splits,
+              torch.amp.GradScaler(device.type, enabled=cfg.fp16), rank=rank, world=world, log=log)
+    plan = plan_epoch(splits["train"], list(maps) + list(specs), cfg.batch_size, cfg.mixing, cfg.seed, 0,
+                      cfg.temperature)
+    run.per_epoch = math.ceil(len(plan) / cfg.grad_accum)
+    run.total = min(cfg.epochs * run.per_epoch, cfg.max_steps or 10**12)
     if cfg.resume:
-        log(f"resuming from {Path(cfg.out_dir) / 'last'} at step {step}")
-    log(trainable_table(model, opt.param_groups))
-    cache = None
+        resume(run)
+        log(f"resuming from {Path(cfg.out_dir) / 'last'} at step {run.step}")
+    log(trainable_table(model, run.opt.param_groups))
     if cfg.cache_embeddings:
         t = time.perf_counter()
-        cache = EmbeddingCache(model, [ex.text for exs in splits.values() for ex in exs])
-        log(f"embedding cache: {len(cache.row)} distinct texts encoded once in {time.perf_counter() - t:.1f}s")
-    if rank == 0 and cfg.resume:
-        dropped = rundir.trim_metrics(Path(cfg.out_dir) / "metrics.jsonl", step)
-        if dropped:
-            log(f"metrics.jsonl: dropped {dropped} lines past step {step}, which this run writes again")
-    metrics = open(Path(cfg.out_dir) / "metrics.jsonl", "a", encoding="utf-8") if rank == 0 else None
+        run.cache = EmbeddingCache(model, [ex.text for exs in splits.values() for ex in exs])
+        log(f"embedding cache: {len(run.cache.row)} distinct texts encoded once in {time.perf_counter() - t:.1f}s")
+    if rank == 0:
+        if cfg.resume and (dropped := rundir.trim_metrics(Path(cfg.out_dir) / "metrics.jsonl", run.step)):
+            log(f"metrics.jsonl: dropped {dropped} lines past step {run.step}, which this run writes again")
+        run.metrics = open(Path(cfg.out_dir) / "metrics.jsonl", "a", encoding="utf-8")
+    return run
+
+
+def loop(run, stop_after=0):
+    """The steps from run.step to run.total: batch, lr, step, log, evaluate and save."""
+    cfg, train_set, tasks = run.cfg, run.splits["train"], list(run.maps) + list(run.specs)
     run_steps, seen, train_time, plan = 0, 0, 0.0, None
-    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=rank != 0 or not sys.stderr.isatty())
-    while step < total:
+    bar = tqdm(total=run.total, initial=run.step, desc="train", unit="step",
+               disable=run.rank != 0 or not sys.stderr.isatty())
+    while run.step < run.total:
         t0 = time.perf_counter()
-        epoch, in_epoch = divmod(step, per_epoch)
+        epoch, in_epoch = divmod(run.step, run.per_epoch)
         if in_epoch == 0 or plan is None:  # a pure function of (seed, epoch): --resume finds its place in it
             plan = plan_epoch(train_set, tasks, cfg.batch_size, cfg.mixing, cfg.seed, epoch, cfg.temperature)
         micro = [(task, [train_set[i] for i in idx])
                  for task, idx in plan[in_epoch * cfg.grad_accum:(in_epoch + 1) * cfg.grad_accum]]
-        opened = unfreeze_due(model, opt, cfg, step)
-        if opened:
-            log(f"step {step}: unfroze {', '.join(opened)}")
-        for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * lr_at(step, total, cfg.warmup, cfg.schedule)
-        loss = train_step(model, opt, micro, cfg, maps, cache, (rank, world), scaler, specs)
+        if opened := unfreeze_due(run, run.step):
+            run.log(f"step {run.step}: unfroze {', '.join(opened)}")
+        for g in run.opt.param_groups:
+            g["lr"] = g["base_lr"] * lr_at(run.step, run.total, cfg.warmup, cfg.schedule)
+        loss = train_step(run, micro)
         if not math.isfinite(loss):  # stop before a diverged model overwrites the last good checkpoint
-            raise ValueError(f"step {step}: the training loss is {loss}; lower lr (now {cfg.lr}) or set clip, then "
-                             f"--resume=true from the last checkpoint or start over with --overwrite=true")
-        step, run_steps, seen = step + 1, run_steps + 1, seen + sum(len(ex) for _, ex in micro)
+            raise UserError(f"step {run.step}: the training loss is {loss}; lower lr (now {cfg.lr}) or set clip, "
+                            f"then --resume=true from the last checkpoint or start over with --overwrite=true")
+        run.step, run_steps, seen = run.step + 1, run_steps + 1, seen + sum(len(ex) for _, ex in micro)
         train_time += time.perf_counter() - t0
         bar.update(1)
-        if rank == 0 and (step % cfg.log_every == 0 or step == total):
-            log_line(metrics, step=step, epoch=step / per_epoch, split="train", loss=loss, lr=lrs(opt))
-            progress(bar, step, total, loss, max(lrs(opt).values()), seen / train_time)
-        if rank == 0 and (step % (cfg.eval_every or per_epoch) == 0 or step == total):
-            best = evaluate_and_save(model, opt, scaler, cfg, splits["dev"], maps, cache, step, best,
-                                     step / per_epoch, seen / train_time, metrics, specs)
-        if cfg.stop_after and run_steps >= cfg.stop_after and step < total:
-            log(f"stopping after {run_steps} steps as asked (stop_after); continue with --resume")
+        if run.rank == 0 and (run.step % cfg.log_every == 0 or run.step == run.total):
+            log_line(run, step=run.step, epoch=run.step / run.per_epoch, split="train", loss=loss, lr=lrs(run.opt))
+            progress(bar, run, loss, seen / train_time)
+        if run.rank == 0 and (run.step % (cfg.eval_every or run.per_epoch) == 0 or run.step == run.total):
+            evaluate_and_save(run, seen / train_time)
+        if stop_after and run_steps >= stop_after and run.step < run.total:
+            run.log(f"stopping after {run_steps} steps as asked (stop_after); continue with --resume")
             break
     bar.close()
-    if rank == 0 and step == total:
-        model = score_best(cfg, splits, maps, step, step / per_epoch, metrics, specs)
-    if metrics:
-        metrics.close()
-    return model
 
 
 def load_data(cfg, log):
@@ -372,8 +401,8 @@ def load_data(cfg, log):
     for i, s in enumerate(cfg.sources):
         unknown = set(s) - {f.name for f in fields(Source)}
         if unknown:
-            raise ValueError(f"sources[{i}]: unknown field(s) {sorted(unknown)}; a source has "
-                             f"{[f.name for f in fields(Source)]}")
+            raise UserError(f"sources[{i}]: unknown field(s) {sorted(unknown)}; a source has "
+                            f"{[f.name for f in fields(Source)]}")
         sources.append(Source(**s))
     tasks = list(dict.fromkeys(t for s in sources for t in s.labels))
     splits = load_splits(sources, cfg.data_dir or None, cfg.split_seed)
@@ -393,29 +422,41 @@ def build_model(cfg, maps, log, device):
         encoder.max_seq_length = cfg.max_seq_length
     model = MultiTaskModel(encoder, maps, head=cfg.head, dropout=cfg.dropout)
     if cfg.init_from:
-        log(checkpoint.init_from(model, cfg.init_from))
+        log(init_from(model, cfg.init_from))
     return model
+
+
+def init_from(model, path):
+    """Copy a trained model's encoder, and each head whose task has the same labels, into `model`."""
+    src = MultiTaskModel.from_checkpoint(path)
+    same = [t for t in model.tasks if src.tasks.get(t) == model.tasks[t]]
+    state = {k: v for k, v in src.state_dict().items() if k.startswith("bert.") or k.split(".")[1] in same}
+    missing, _ = model.load_state_dict(state, strict=False)
+    assert all(k.startswith("heads.") for k in missing), missing
+    return f"initialised from {path}: encoder and heads {same or 'none'}"
 
 
 def lrs(opt):
     return {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)}
 
 
-def log_line(metrics, **row):
-    metrics.write(json.dumps(row) + "\n")
-    metrics.flush()
+def log_line(run, **row):
+    run.metrics.write(json.dumps(row) + "\n")
+    run.metrics.flush()
 
 
 def quiet(*args, **kwargs):
     pass
 
 
-def progress(bar, step, total, loss, lr, rate):
+def progress(bar, run, loss, rate):
     """Every log_every steps: on a terminal, the tqdm bar's loss, lr and speed; in a log file or CI, a plain line."""
+    lr = max(lrs(run.opt).values())
     if not bar.disable:
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.0f}")
     else:
-        print(f"step {step}/{total}  loss {loss:.4f}  lr {lr:.2e}  {rate:.0f} samples/s", file=sys.stderr, flush=True)
+        print(f"step {run.step}/{run.total}  loss {loss:.4f}  lr {lr:.2e}  {rate:.0f} samples/s", file=sys.stderr,
+              flush=True)
 
 
 def parse_overrides(cfg_dict, args):
@@ -423,11 +464,11 @@ def parse_overrides(cfg_dict, args):
     known = {f.name for f in fields(TrainConfig)}
     for a in args:
         if not a.startswith("--") or "=" not in a:
-            raise ValueError(f"override {a!r} must look like --key=value")
+            raise UserError(f"override {a!r} must look like --key=value")
         key, value = a[2:].split("=", 1)
         key = key.replace("-", "_")
         if key not in known:
-            raise ValueError(f"unknown setting {key!r}; known: {', '.join(sorted(known))}")
+            raise UserError(f"unknown setting {key!r}; known: {', '.join(sorted(known))}")
         try:
             cfg_dict[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -441,17 +482,17 @@ def load_config(path, overrides=()):
         with open(path, encoding="utf-8-sig") as f:  # -sig: an editor's byte-order mark is not an error
             d = json.load(f)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON at line {e.lineno} column {e.colno} ({e.msg}); a training config "
+        raise UserError(f"{path}: not valid JSON at line {e.lineno} column {e.colno} ({e.msg}); a training config "
                          f"is one JSON object, see examples/train_multidomain.json") from None
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); save the config as UTF-8") from None
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}); save the config as UTF-8") from None
     if not isinstance(d, dict):
-        raise ValueError(f"{path}: holds a JSON {type(d).__name__}; a training config is one JSON object")
+        raise UserError(f"{path}: holds a JSON {type(d).__name__}; a training config is one JSON object")
     unknown = set(d) - {f.name for f in fields(TrainConfig)}
     if unknown:
-        raise ValueError(f"{path}: unknown setting(s) {sorted(unknown)}")
+        raise UserError(f"{path}: unknown setting(s) {sorted(unknown)}")
     d = parse_overrides(d, overrides)
     try:
         return TrainConfig(**d)
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise UserError(f"{path}: {e}") from None

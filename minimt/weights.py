@@ -16,6 +16,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
+from minimt.errors import UserError
+
 # checkpoint name (after dialect clean-up) -> (minimt name, part); {i} is the layer number. Part None: the whole
 # tensor. Part 0, 1 or 2: the checkpoint's query, key and value tensors are the three thirds (along dim 0) of one
 # stacked qkv tensor in minimt, so attention projects Q, K and V with one matmul (nanoGPT's c_attn does the same).
@@ -119,22 +121,22 @@ def load_weights(model, path):
             try:
                 ours = rename(ckpt_key)
             except KeyError:
-                raise ValueError(f"{path}: unexpected tensor {ckpt_key!r}; it matches no line of the rename table "
+                raise UserError(f"{path}: unexpected tensor {ckpt_key!r}; it matches no line of the rename table "
                                f"in minimt/weights.py. Is this a BERT checkpoint?") from None
             if ours is None:
                 continue
             if ours in found:
-                raise ValueError(f"{path}: tensors {found[ours]!r} and {ckpt_key!r} both map to {ours[0]!r}")
+                raise UserError(f"{path}: tensors {found[ours]!r} and {ckpt_key!r} both map to {ours[0]!r}")
             found[ours] = ckpt_key
 
         missing = sorted(set(expected) - set(found), key=str)
         if missing:
-            raise ValueError(f"{path}: {len(missing)} tensor(s) missing, e.g. {checkpoint_name(*missing[0])!r} "
+            raise UserError(f"{path}: {len(missing)} tensor(s) missing, e.g. {checkpoint_name(*missing[0])!r} "
                            f"(model has {len(expected)}, checkpoint provides {len(found)}). Does config.json "
                            f"(num_hidden_layers={model.config.num_hidden_layers}) match the weights?")
         extra = sorted(set(found) - set(expected), key=str)
         if extra:
-            raise ValueError(f"{path}: tensor {found[extra[0]]!r} has no place in the model "
+            raise UserError(f"{path}: tensor {found[extra[0]]!r} has no place in the model "
                            f"(config.json has num_hidden_layers={model.config.num_hidden_layers})")
         assert len(found) == len(expected)
 
@@ -142,7 +144,7 @@ def load_weights(model, path):
             shape = tuple(f.get_slice(ckpt_key).get_shape())  # reads the header only, not the data
             if shape != expected[ours]:
                 third = "" if ours[1] is None else "its third of "  # a part of a stacked tensor
-                raise ValueError(f"{path}: {ckpt_key!r} has shape {shape} but {third}{ours[0]!r} needs "
+                raise UserError(f"{path}: {ckpt_key!r} has shape {shape} but {third}{ours[0]!r} needs "
                                  f"{expected[ours]}; config.json does not match the weights")
 
         params = dict(model.named_parameters())
@@ -160,7 +162,7 @@ def open_safetensors(path, fix):
     try:
         return safe_open(str(path), framework="pt")
     except SafetensorError as e:
-        raise ValueError(f"{path} is not a readable safetensors file ({e}): it was cut off or damaged; {fix}") from None
+        raise UserError(f"{path} is not a readable safetensors file ({e}): it was cut off or damaged; {fix}") from None
 
 
 def read_tensors(path, fix):
@@ -168,7 +170,7 @@ def read_tensors(path, fix):
     try:
         state = load_file(path)
     except SafetensorError as e:
-        raise ValueError(f"{path} is not a readable safetensors file ({e}): it was cut off or damaged; {fix}") from None
+        raise UserError(f"{path} is not a readable safetensors file ({e}): it was cut off or damaged; {fix}") from None
     for key, tensor in state.items():
         check_finite(path, key, tensor, fix)
     return state
@@ -181,4 +183,4 @@ def check_finite(path, key, tensor, fix):
     # test runs only when the sum is not finite (a NaN, or finite values whose sum overflowed, as in float16)
     if tensor.is_floating_point() and not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():
         bad = int((~torch.isfinite(tensor)).sum())
-        raise ValueError(f"{path}: tensor {key!r} holds {bad} NaN/inf value(s) of {tensor.numel()}; {fix}")
+        raise UserError(f"{path}: tensor {key!r} holds {bad} NaN/inf value(s) of {tensor.numel()}; {fix}")

@@ -6,7 +6,7 @@ import pytest
 from safetensors.torch import load_file
 
 from minimt import SentenceEncoder
-from minimt.download import fetch
+from minimt.io.download import fetch
 
 GOLDEN = Path(__file__).parent / "golden"
 

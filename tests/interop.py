@@ -24,8 +24,8 @@ import transformers
 from sentence_transformers import SentenceTransformer
 
 from minimt import SentenceEncoder
-from minimt.download import fetch
-from minimt.similarity import read_sts
+from minimt.io.download import fetch
+from minimt.evaluate import read_sts
 
 TOL = 1e-5
 ROOT = Path(__file__).resolve().parents[1]

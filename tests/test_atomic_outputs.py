@@ -1,4 +1,4 @@
-"""Outputs appear whole or not at all (minimt/files.py): a kill -9, a full disk, a read-only directory or a wrong
+"""Outputs appear whole or not at all (minimt/io/files.py): a kill -9, a full disk, a read-only directory or a wrong
 --output leaves the earlier output byte for byte, and a failure says what to do in one line."""
 import ctypes
 import errno
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from helpers import assert_close
-from minimt import SentenceEncoder, files
-from minimt.corpus import embed_file
+from minimt import SentenceEncoder
+from minimt.io import files
+from minimt.tools.corpus import embed_file
 
 LINES = 3000
 CHUNK = 200  # 15 chunks: room to kill between them
@@ -238,7 +239,7 @@ def test_predict_output_and_evaluate_are_atomic(trained, tmp_path):
                                 "--output"]
     assert (tmp_path / "p.jsonl").read_text() == printed
     _, err = run("predict", str(trained), "one text", "--output", "p.jsonl")
-    assert err == "predict --output needs --jsonl FILE: texts given on the command line are printed\n"
+    assert err == "minimt: error: predict --output needs --jsonl FILE: texts given on the command line are printed\n"
 
     ev = tmp_path / "ev"
     out, err = run("evaluate", str(trained), "--out", "ev")

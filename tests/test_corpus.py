@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from helpers import assert_close
-from minimt.corpus import read_chunks
+from minimt.tools.corpus import read_chunks
 
 WORDS = "the a cat dog runs quickly over under market fell rose today guitar plays man woman café 🙂".split()
 

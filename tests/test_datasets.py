@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from minimt import datasets
-from minimt.datasets import DATASETS, Dataset, File
-from minimt.download import sha256_of
+from minimt.errors import UserError
+from minimt.io import datasets
+from minimt.io.datasets import DATASETS, Dataset, File
+from minimt.io.download import sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = b"one line\nanother line\n"
@@ -103,7 +104,7 @@ def test_sha256_mismatch_names_file_hashes_and_source_and_keeps_nothing(www, hom
     register(monkeypatch, toy_file())
     put(root, "toy/a.txt", bad)
     monkeypatch.setenv("MINIMT_DATA_MIRROR", url)
-    with pytest.raises(RuntimeError) as e:
+    with pytest.raises(UserError) as e:
         datasets.fetch()
     msg = str(e.value)
     assert f"toy/a.txt from {url}/toy/a.txt has {len(bad)} bytes, sha256 {sha(bad)}" in msg
@@ -115,7 +116,7 @@ def test_404_names_the_url_and_the_mirror_variable(www, home, monkeypatch):
     _, url, _ = www
     register(monkeypatch, toy_file())
     monkeypatch.setenv("MINIMT_DATA_MIRROR", url)
-    with pytest.raises(RuntimeError, match=rf"could not download toy/a.txt from {re.escape(url)}/toy/a.txt "
+    with pytest.raises(UserError, match=rf"could not download toy/a.txt from {re.escape(url)}/toy/a.txt "
                                            r"\(HTTP Error 404: .*\): set MINIMT_DATA_MIRROR to a directory or "
                                            r"http\(s\) URL holding toy/a.txt"):
         datasets.fetch()
@@ -127,7 +128,7 @@ def test_directory_mirror(tmp_path, home, monkeypatch):
     monkeypatch.setenv("MINIMT_DATA_MIRROR", str(tmp_path / "mirror"))
     (tmp_path / "mirror").mkdir()
     missing = re.escape(str(tmp_path / "mirror" / "toy" / "a.txt"))
-    with pytest.raises(RuntimeError, match=rf"could not copy toy/a.txt: {missing} does not exist: set MINIMT_DATA_MIRROR"):
+    with pytest.raises(UserError, match=rf"could not copy toy/a.txt: {missing} does not exist: set MINIMT_DATA_MIRROR"):
         datasets.fetch()
     put(tmp_path, "mirror/toy/a.txt", GOOD)
     datasets.fetch(log=lambda msg: None)
@@ -148,7 +149,7 @@ def test_no_source_answering_is_one_clear_error(home, monkeypatch):
     monkeypatch.setattr(datasets, "RAW", f"http://127.0.0.1:{port}")
     register(monkeypatch, toy_file())
     url = f"http://127.0.0.1:{port}/owner/repo/{COMMIT}/orig/a%20b.txt"  # the original path, URL-quoted
-    with pytest.raises(RuntimeError, match=rf"could not download toy/a.txt from {re.escape(url)} \(.+\): set "
+    with pytest.raises(UserError, match=rf"could not download toy/a.txt from {re.escape(url)} \(.+\): set "
                                            r"MINIMT_DATA_MIRROR to a directory or http\(s\) URL holding toy/a.txt, "
                                            r"or connect to the internet$"):
         datasets.fetch()
@@ -183,7 +184,7 @@ def test_public_copy_is_checked_before_its_transform(www, home, monkeypatch):
     register(monkeypatch, toy_file("q.label", public.decode("latin-1").encode(), "q.label", encoding="latin-1",
                                    public_sha256=sha(public)))
     put(root, f"owner/repo/{COMMIT}/q.label", other)
-    with pytest.raises(RuntimeError, match=rf"toy/q.label: the public copy from {re.escape(url)}/owner/repo/"
+    with pytest.raises(UserError, match=rf"toy/q.label: the public copy from {re.escape(url)}/owner/repo/"
                                            rf"{COMMIT}/q.label has 2 bytes, sha256 {sha(other)}; expected sha256 "
                                            rf"{sha(public)}"):
         datasets.fetch()
@@ -272,11 +273,11 @@ def test_the_registry_matches_the_data():
 
 
 def test_the_readme_table_matches_the_registry():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "data.md").read_text(encoding="utf-8")
     for name, ds in DATASETS.items():
         row = re.search(rf"^\| {name} \| (.*)$", text, re.M)
-        assert row, f"the README's Data table has no row for {name}"
+        assert row, f"docs/data.md has no row for {name}"
         for f in ds.files:
-            assert f"{f.repo}@{f.commit[:7]}" in row.group(1), f"README row {name}: no {f.repo}@{f.commit[:7]}"
+            assert f"{f.repo}@{f.commit[:7]}" in row.group(1), f"docs/data.md row {name}: no {f.repo}@{f.commit[:7]}"
         size = f"{sum(f.size for f in ds.files) / 1e6:.1f} MB, {len(ds.files)} file"
-        assert size in row.group(1) and ds.licence in row.group(1), f"README row {name}: expected {size}, {ds.licence}"
+        assert size in row.group(1) and ds.licence in row.group(1), f"docs/data.md row {name}: expected {size}, {ds.licence}"

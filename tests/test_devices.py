@@ -8,9 +8,9 @@ import torch
 from helpers import assert_close
 from minimt import SentenceEncoder
 from minimt.data import Example
-from minimt.encoder import pick_device
+from minimt.devices import pick_device
 from minimt.multitask import MultiTaskModel
-from minimt.train import TrainConfig, build_optimizer, train_step
+from minimt.train import Run, TrainConfig, build_optimizer, train_step
 
 DEVICES = ["cpu"] + ["cuda"] * torch.cuda.is_available() + ["mps"] * torch.backends.mps.is_available()
 TEXTS = ["A man is playing a guitar.", "", "word " * 300, "short"]
@@ -37,13 +37,15 @@ def test_one_training_step_on_each_device(tiny_encoder, device):
     opt = build_optimizer(model, cfg)
     before = model.heads.topic.out.weight.detach().clone()
     examples = [Example(f"x:{i}", t, {"topic": "ab"[i % 2]}) for i, t in enumerate(TEXTS)]
-    loss = train_step(model, opt, [(None, examples)], cfg, model.tasks)
+    loss = train_step(Run(cfg, model, opt, model.tasks), [(None, examples)])
     assert torch.isfinite(torch.tensor(loss)) and not torch.equal(before, model.heads.topic.out.weight)
     model.to("cpu")  # tiny_encoder is shared by other tests
 
 
 def test_one_gpu_per_process_under_torchrun(monkeypatch):
-    from minimt.distributed import local_device
+    from minimt.io.distributed import local_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a machine with two GPUs
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert local_device("cuda") == torch.device("cuda", 1)     # torchrun's second process on one machine
     assert local_device("cuda:0") == torch.device("cuda", 0)   # an explicit index is kept
@@ -65,17 +67,30 @@ def test_loss_scaling_changes_nothing_but_the_scale(tiny_encoder):
     for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0**12)):
         torch.manual_seed(0)
         model = MultiTaskModel(copy.deepcopy(tiny_encoder), {"topic": ["a", "b"]})  # the step changes the encoder
-        opt = build_optimizer(model, TrainConfig(lr=1e-3, clip=0.5))
+        cfg = TrainConfig(lr=1e-3, clip=0.5)
         examples = [Example(f"x:{i}", t, {"topic": "ab"[i % 2]}) for i, t in enumerate(TEXTS)]
-        train_step(model, opt, [(None, examples)], TrainConfig(lr=1e-3, clip=0.5), model.tasks, scaler=scaler)
+        train_step(Run(cfg, model, build_optimizer(model, cfg), model.tasks, scaler=scaler), [(None, examples)])
         results.append({k: v.detach().clone() for k, v in model.state_dict().items()})
     for k in results[0]:
         assert_close(results[1][k], results[0][k], 1e-6, f"{k} after a scaled step vs an unscaled one")
 
 
+@pytest.mark.parametrize("device, message", [
+    ("cuda", "this PyTorch sees no CUDA GPU"), ("cuda:7", "CUDA GPU"), ("mps", "MPS .* is not available"),
+    ("tpu", "is not a device name")])
+def test_a_device_this_machine_lacks_is_refused_before_any_work(tmp_path, device, message):
+    if device.split(":")[0] in DEVICES:  # present here: nothing to refuse; ask for one past the last instead
+        device = f"{device.split(':')[0]}:{torch.cuda.device_count()}" if device.startswith("cuda") else "tpu"
+    from minimt.train import train
+    with pytest.raises(ValueError, match=message if device != "tpu" else "is not a device name"):
+        train(TrainConfig(device=device, out_dir=str(tmp_path / "run"), sources=[{"path": "none", "text": "t",
+                                                                                     "labels": {"a": "b"}}]))
+    assert not (tmp_path / "run").exists(), "the run directory was made before the device was checked"
+
+
 def test_fp16_training_is_refused_off_cuda(tmp_path):
     from minimt.train import train
-    with pytest.raises(ValueError, match="fp16=true needs a CUDA device"):
+    with pytest.raises(ValueError, match="float16 is for CUDA only"):
         train(TrainConfig(fp16=True, device="cpu", out_dir=str(tmp_path), sources=[]))
     with pytest.raises(ValueError, match="bf16 and fp16 exclude each other"):
         TrainConfig(fp16=True, bf16=True)
@@ -87,6 +102,6 @@ if "cuda" in DEVICES:
         cfg = TrainConfig(lr=1e-3, fp16=True)
         opt = build_optimizer(model, cfg)
         examples = [Example(f"x:{i}", t, {"topic": "ab"[i % 2]}) for i, t in enumerate(TEXTS)]
-        loss = train_step(model, opt, [(None, examples)], cfg, model.tasks, scaler=torch.amp.GradScaler("cuda"))
+        loss = train_step(Run(cfg, model, opt, model.tasks, scaler=torch.amp.GradScaler("cuda")), [(None, examples)])
         assert torch.isfinite(torch.tensor(loss))
         model.to("cpu")

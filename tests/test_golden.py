@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import assert_close
-from minimt import SentenceEncoder, cos_sim
+from minimt import cos_sim
 from minimt.config import BertConfig
 from minimt.model import BertModel
 from minimt.weights import load_weights

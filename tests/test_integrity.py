@@ -14,9 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from minimt import MultiTaskModel, SentenceEncoder, checkpoint, download
-from minimt.download import Pretrained, sha256_of
-from minimt.export import load_multitask
+from minimt import MultiTaskModel, SentenceEncoder
+from minimt.io import checkpoint, download
+from minimt.io.download import Pretrained
+from minimt.io.files import sha256_of
 from minimt.weights import check_finite
 
 TASKS = {"topic": ["sport", "food", "tech"], "mood": ["negative", "positive"]}
@@ -43,11 +44,6 @@ def edit_json(f, edit):
     f.write_text(json.dumps(meta))
 
 
-def as_before_hashes(meta):
-    """What a checkpoint written before minimt recorded hashes looks like."""
-    del meta["sha256"], meta["labels_sha256"]
-
-
 # ways to damage a file: each keeps the file in place, as a disk error, a cut-off copy or an editor would
 def tamper(f):  # one byte of the data changed, the size kept
     data = bytearray(f.read_bytes())
@@ -64,34 +60,30 @@ def garble(f):  # the same size, nothing readable in it
 
 
 SHA = r"sha256 [0-9a-f]{64} does not match the [0-9a-f]{64} recorded in .*checkpoint.json: the file was changed"
-UNREADABLE = r"is not a readable safetensors file .*: it was cut off or damaged; restore"
 
 
-@pytest.mark.parametrize("name, damage, old, message", [
-    ("model.safetensors", tamper, False, SHA),
-    ("model.safetensors", truncate, False, SHA),
-    ("model.safetensors", garble, False, SHA),
-    ("model.safetensors", truncate, True, UNREADABLE),  # no hash to compare: the reader's own error, named
-    ("model.safetensors", garble, True, UNREADABLE),
-    ("train_state.pt", tamper, False, SHA),
-    ("train_state.pt", truncate, True, r"cannot be read \(RuntimeError: .*\): it was cut off or damaged; restore"),
-    ("checkpoint.json", truncate, False, r"is not valid JSON .*: it was cut off or damaged; restore"),
+@pytest.mark.parametrize("name, damage, message", [
+    ("model.safetensors", tamper, SHA),
+    ("model.safetensors", truncate, SHA),
+    ("model.safetensors", garble, SHA),
+    ("tokenizer.json", tamper, SHA),
+    ("train_state.pt", tamper, SHA),
+    ("train_state.pt", truncate, SHA),
+    ("checkpoint.json", truncate, r"is not valid JSON .*: it was cut off or damaged; restore"),
 ], ids=lambda x: getattr(x, "__name__", None))
-def test_damaged_checkpoint_file_is_named(tmp_path, model, name, damage, old, message):
+def test_damaged_checkpoint_file_is_named(tmp_path, model, name, damage, message):
     d = save(model, tmp_path / "last")
-    if old:
-        edit_json(d / "checkpoint.json", as_before_hashes)
     damage(d / name)
     before = files(tmp_path)
-    load = checkpoint.load_train_state if name == "train_state.pt" else checkpoint.load_model
+    load = checkpoint.load_train_state if name == "train_state.pt" else MultiTaskModel.from_checkpoint
     with pytest.raises(ValueError, match=message) as e:
         load(d)
     assert str(d / name) in str(e.value) and "\n" not in str(e.value)
     assert files(tmp_path) == before
 
 
-@pytest.mark.parametrize("load", [checkpoint.load_model, checkpoint.load_tensors, checkpoint.load_encoder,
-                                  MultiTaskModel.from_checkpoint, SentenceEncoder.from_pretrained],
+@pytest.mark.parametrize("load", [checkpoint.read, checkpoint.load_tensors, MultiTaskModel.from_checkpoint,
+                                  SentenceEncoder.from_pretrained],
                          ids=lambda f: f.__qualname__)
 def test_every_loader_checks(tmp_path, model, load):
     d = save(model, tmp_path / "best")
@@ -100,31 +92,32 @@ def test_every_loader_checks(tmp_path, model, load):
         load(d)
 
 
-@pytest.mark.parametrize("edit, old, message", [
-    (lambda t: t["topic"].reverse(), False,  # the same labels, other class indices: only the hash can tell
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t["topic"].reverse(),  # the same labels, other class indices: only the hash can tell
      r"checkpoint.json: the label lists under 'tasks' do not match the labels_sha256 recorded"),
-    (lambda t: t["topic"].__setitem__(0, "sports"), False, r"do not match the labels_sha256"),
-    (lambda t: t["topic"].pop(), False,  # the count is checked before the hash: the message says what changed
+    (lambda t: t["topic"].__setitem__(0, "sports"), r"do not match the labels_sha256"),
+    (lambda t: t["topic"].pop(),  # the count is checked before the hash: the message says what changed
      r"checkpoint.json: head 'topic' has 3 outputs in model.safetensors but 2 labels"),
-    (lambda t: t["mood"].append("neutral"), True, r"head 'mood' has 2 outputs in model.safetensors but 3 labels"),
-    (lambda t: t.pop("mood"), True, r"model.safetensors: head 'mood' has no label list under 'tasks' in .*checkpoint"),
-    (lambda t: t.update(extra=["x", "y"]), True, r"checkpoint.json: task 'extra' has no head in .*model.safetensors"),
-], ids=["reversed", "renamed", "one-label-fewer", "one-label-more-old-checkpoint", "head-without-labels",
-        "labels-without-head"])
-def test_edited_label_lists_are_refused(tmp_path, model, edit, old, message):
+    (lambda t: t["mood"].append("neutral"), r"head 'mood' has 2 outputs in model.safetensors but 3 labels"),
+    (lambda t: t.pop("mood"), r"model.safetensors: head 'mood' has no label list under 'tasks' in .*checkpoint"),
+    (lambda t: t.update(extra=["x", "y"]), r"checkpoint.json: task 'extra' has no head in .*model.safetensors"),
+], ids=["reversed", "renamed", "one-label-fewer", "one-label-more", "head-without-labels", "labels-without-head"])
+def test_edited_label_lists_are_refused(tmp_path, model, edit, message):
     d = save(model, tmp_path / "best")
-    edit_json(d / "checkpoint.json", lambda meta: (edit(meta["tasks"]), old and as_before_hashes(meta)))
+    edit_json(d / "checkpoint.json", lambda meta: edit(meta["tasks"]))
     before = files(tmp_path)
     with pytest.raises(ValueError, match=message) as e:
-        checkpoint.load_model(d)
+        MultiTaskModel.from_checkpoint(d)
     assert str(d) in str(e.value)
     assert files(tmp_path) == before
 
 
-def test_old_checkpoint_without_hashes_still_loads(tmp_path, model):
+@pytest.mark.parametrize("name", ["model.safetensors", "tokenizer.json"])
+def test_a_checkpoint_that_records_no_hash_is_refused(tmp_path, model, name):
     d = save(model, tmp_path / "best")
-    edit_json(d / "checkpoint.json", as_before_hashes)
-    assert checkpoint.load_model(d).tasks == TASKS and checkpoint.load_train_state(d)["step"] == 7
+    edit_json(d / "checkpoint.json", lambda meta: meta["sha256"].pop(name))
+    with pytest.raises(ValueError, match=f"checkpoint.json records no sha256 for {name}; restore"):
+        MultiTaskModel.from_checkpoint(d)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
@@ -134,7 +127,7 @@ def test_non_finite_checkpoint_weight_is_named(tmp_path, model, value):
     d = save(model, tmp_path / "last")
     before = files(tmp_path)
     n = model.bert.layers[1].ffn.up.weight.numel()
-    for load in (checkpoint.load_model, checkpoint.load_tensors):
+    for load in (MultiTaskModel.from_checkpoint, checkpoint.load_tensors):
         with pytest.raises(ValueError) as e:
             load(d)
         assert str(e.value) == (f"{d / 'model.safetensors'}: tensor 'bert.layers.1.ffn.up.weight' holds 1 NaN/inf "
@@ -170,18 +163,18 @@ def test_finite_check_is_exact():
 @pytest.mark.parametrize("edit, message", [
     (lambda d: edit_json(d / "heads.json", lambda m: m["tasks"]["topic"].reverse()),
      r"heads.json: the label lists under 'tasks' do not match the labels_sha256"),
-    (lambda d: edit_json(d / "heads.json", lambda m: (m["tasks"]["topic"].pop(), m.pop("labels_sha256"))),
+    (lambda d: edit_json(d / "heads.json", lambda m: m["tasks"]["topic"].pop()),
      r"heads.json: head 'topic' has 3 outputs in heads.safetensors but 2 labels"),
     (lambda d: truncate(d / "heads.json"), r"heads.json is not valid JSON"),
     (lambda d: tamper(d / "heads.safetensors"), r"heads.safetensors: sha256 .* does not match .* recorded in"),
     (lambda d: tamper(d / "model.safetensors"), r"model.safetensors: sha256 .* does not match .* recorded in"),
-    (lambda d: (truncate(d / "heads.safetensors"), edit_json(d / "heads.json", lambda m: m.pop("sha256"))),
-     r"heads.safetensors is not a readable safetensors file"),
+    (lambda d: edit_json(d / "heads.json", lambda m: m["sha256"].pop("heads.safetensors")),
+     r"heads.json records no sha256 for heads.safetensors"),
 ], ids=["reversed-labels", "one-label-fewer", "truncated-heads.json", "tampered-heads", "tampered-encoder",
-        "truncated-heads-old-export"])
+        "no-recorded-hash"])
 def test_damaged_export_is_named(tmp_path, model, edit, message):
     d = model.save(tmp_path / "export")
-    assert load_multitask(d).tasks == TASKS
+    assert MultiTaskModel.from_checkpoint(d).tasks == TASKS
     edit(d)
     before = files(tmp_path)
     with pytest.raises(ValueError, match=message):
@@ -237,7 +230,7 @@ def test_weights_change_that_keeps_size_and_mtime_goes_unseen(weights_dir):
 def test_pinned_sha256_wins_over_the_record(weights_dir, monkeypatch):
     SentenceEncoder.from_pretrained(weights_dir)
     monkeypatch.setitem(download.KNOWN, "tiny", Pretrained("org/tiny", sha256="0" * 64))
-    with pytest.raises(ValueError, match=r"does not match the 0{64} pinned for tiny in minimt/download.py"):
+    with pytest.raises(ValueError, match=r"does not match the 0{64} pinned for tiny in minimt/io/download.py"):
         SentenceEncoder.from_pretrained(weights_dir)
 
 
@@ -280,28 +273,6 @@ def test_recover_keeps_damaged_copies_when_none_is_intact(tmp_path, model):
     [message] = checkpoint.recover(run / "last")
     assert "no copy left by an interrupted save is intact" in message and ".last.old-7" in message
     assert files(run) == before
-    with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*last .*\.last\.old-7 is damaged: ValueError"):
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*last .*\.last\.old-7 is damaged: UserError"):
         checkpoint.find(run / "last")
     assert checkpoint.recover(tmp_path / "no-run-yet" / "last") == []
-
-
-def test_checkpoint_from_before_the_stacked_qkv_loads(model, tmp_path):
-    """A checkpoint written with separate attn.query/key/value tensors (before 2026-11-26) loads, stacked."""
-    import hashlib
-    from minimt.checkpoint import load_model
-    best = save(model, tmp_path / "best")
-    want = load_model(best).state_dict()
-    old = {}
-    for k, v in load_file(best / "model.safetensors").items():
-        if k.endswith((".qkv.weight", ".qkv.bias")):
-            for name, part in zip(("query", "key", "value"), v.chunk(3)):
-                old[k.replace(".qkv.", f".{name}.")] = part.contiguous()
-        else:
-            old[k] = v
-    save_file(old, best / "model.safetensors")
-    meta = json.loads((best / "checkpoint.json").read_text())
-    meta["sha256"]["model.safetensors"] = hashlib.sha256((best / "model.safetensors").read_bytes()).hexdigest()
-    (best / "checkpoint.json").write_text(json.dumps(meta))
-    got = load_model(best).state_dict()
-    assert got.keys() == want.keys()
-    assert all(torch.equal(got[k], want[k]) for k in want)

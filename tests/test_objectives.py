@@ -8,7 +8,6 @@ import random
 import pytest
 import torch
 
-from helpers import assert_close
 from minimt.data import Example, Pair, Source, plan_epoch, read_source
 from minimt.multitask import MultiTaskModel
 from minimt.objectives import (cosent_loss, cosine_mse_loss, in_batch_negatives_loss, pair_losses, pair_metrics,

@@ -19,12 +19,6 @@ TEXTS = ["", "a", "A man is playing a guitar.", "Someone plays the guitar!", "Th
          "word " * 300, "two words", "Tokens: ünïcödé, emoji 🙂, digits 12345.", "x y", "short one", "short two"]
 
 
-@pytest.fixture(params=["prepacked", "plain"])
-def prepacked(request):
-    """Run a test with both weight paths of model.Linear: prepacked for oneDNN, and F.linear."""
-    return request.param == "prepacked"
-
-
 def padded_vectors(enc, texts, normalized=True):
     """The readable reference: pad every text to the longest, mask the padding, pool over real tokens."""
     batch = enc.tokenizer(texts)
@@ -44,27 +38,22 @@ def test_runs_of_equal_length():
 
 @pytest.mark.parametrize("attention", ["sdpa", "manual"])
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
-def test_packed_equals_padded_minilm(own_minilm, pooling, attention, prepacked):
+def test_packed_equals_padded_minilm(own_minilm, pooling, attention):
     own_minilm.config.pooling = pooling
     own_minilm.model.set_attention(attention)
-    own_minilm.model.set_prepacked(prepacked)
     with torch.no_grad():
         a, b = own_minilm.encode(TEXTS, normalize=False), padded_vectors(own_minilm, TEXTS, normalized=False)
     assert_close(a, b, 1e-5 if pooling == "max" else 2e-6, f"packed vs padded, {pooling} pooling, {attention}")
 
 
 @pytest.mark.parametrize("max_tokens", [1, 64, 4096])
-def test_packed_equals_padded_any_batching(tiny_encoder, max_tokens, prepacked):
+def test_packed_equals_padded_any_batching(tiny_encoder, max_tokens):
     """A random tiny model (weights far from a trained checkpoint's) with every batch shape from 1 text up."""
     texts = TEXTS * 3
     with torch.no_grad():
         want = padded_vectors(tiny_encoder, texts)
-    tiny_encoder.model.set_prepacked(prepacked)
-    try:
-        got = tiny_encoder.encode(texts, max_tokens=max_tokens)
-    finally:
-        tiny_encoder.model.set_prepacked(False)
-    assert_close(got, want, 1e-6, f"tiny model, packed (max_tokens={max_tokens}, prepacked={prepacked}) vs padded")
+    got = tiny_encoder.encode(texts, max_tokens=max_tokens)
+    assert_close(got, want, 1e-6, f"tiny model, packed (max_tokens={max_tokens}) vs padded")
 
 
 def test_bfloat16_packed_close_to_padded(minilm_dir):
@@ -73,27 +62,6 @@ def test_bfloat16_packed_close_to_padded(minilm_dir):
         b = padded_vectors(enc, TEXTS).float().numpy()
     a = enc.encode(TEXTS)
     assert (a * b).sum(1).min() > 0.999, "bf16 packed and padded embeddings point in different directions"
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("shape", [(1, 48), (13, 48), (2, 7, 48), (600, 48)])
-def test_prepacked_linear_equals_f_linear(dtype, shape):
-    """model.Linear with prepacked weights == F.linear on the same weight: any row count, padded (B, T, H) input,
-    both dtypes; it follows the weight when it changes in place, and stays out of autograd."""
-    from minimt.model import Linear
-    torch.manual_seed(0)
-    lin = Linear(48, 96).to(dtype)
-    lin.use_prepacked = True
-    x = torch.randn(shape, dtype=dtype)
-    tol = 1e-5 if dtype == torch.float32 else 2e-2  # bf16 outputs keep 8 bits of mantissa: one rounding ~ 4e-3 x 4
-    with torch.no_grad():
-        assert_close(lin(x).float(), F.linear(x, lin.weight, lin.bias).float(), tol, f"prepacked {dtype} {shape}")
-        assert lin.prepacked_key is not None  # the prepacked path ran
-        lin.weight.mul_(-2)                   # an in-place update (as an optimizer step): the copy must follow
-        assert_close(lin(x).float(), F.linear(x, lin.weight, lin.bias).float(), 2 * tol, "after an in-place update")
-    y = lin(x.requires_grad_())               # autograd on: the plain path, which has a backward
-    y.sum().backward()
-    assert x.grad is not None and lin.weight.grad is not None
 
 
 def test_token_budget_batches():
@@ -107,23 +75,19 @@ def test_token_budget_batches():
     assert [len(b) for _, b in Tokenizer.token_batches(ids, max_tokens=None, batch_size=3)] == [3, 3, 1]
 
 
-def test_tiny_config_packed_equals_padded():
-    """Straight on the modules, no tokenizer: BertModel on Packed + mean == BertModel padded + masked mean."""
+def test_padded_forward_without_a_mask_treats_every_token_as_real():
+    """BertModel(input_ids) == BertModel(input_ids, all-ones mask); with a mask, padding changes no real token."""
     torch.manual_seed(1)
     model = BertModel(BertConfig.tiny()).eval()
-    ids = [[5, 6, 7, 8, 9], [10, 11, 12, 13, 14], [3, 4, 2], [1]]
-    B, T = len(ids), 5
-    input_ids = torch.zeros(B, T, dtype=torch.long)
-    mask = torch.zeros(B, T, dtype=torch.long)
-    for b, x in enumerate(ids):
-        input_ids[b, :len(x)], mask[b, :len(x)] = torch.tensor(x), 1
+    ids = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 12, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
     with torch.no_grad():
-        h = model(input_ids, mask)                                          # (B, T, H)
-        packed = Packed.from_ids(ids)
-        hp = model(packed)                                                  # (N, H)
-    for b, x in enumerate(ids):  # every real token, row by row
-        r0 = sum(len(y) for y in ids[:b])
-        assert_close(hp[r0:r0 + len(x)], h[b, :len(x)], 1e-6, f"token vectors of text {b}, packed vs padded")
+        assert_close(model(ids), model(ids, torch.ones_like(ids)), 0.0, "no mask vs an all-ones mask")
+        alone = model(ids[1:, :3])                                           # (1, 3, H): the short text unpadded
+        padded = model(ids, mask)                                            # (2, 5, H)
+        unmasked = model(ids)                                                # the padding taken for real tokens
+    assert_close(padded[1, :3], alone[0], 1e-6, "a padded text's real tokens vs the text alone")
+    assert (unmasked[1, :3] - alone[0]).abs().max() > 1e-3, "without the mask, padding must be attended to"
 
 
 @pytest.mark.parametrize("freeze_to", [0, 1])

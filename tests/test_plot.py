@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from minimt.plot import plot_run
+from minimt.errors import UserError
+from minimt.tools.plot import plot_run
 
 
 def write_run(d):
@@ -32,12 +33,12 @@ def test_plot_errors_name_the_fix(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="metrics.jsonl is missing; plot takes a training run's out_dir"):
         plot_run(tmp_path)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
-    with pytest.raises(RuntimeError, match=r"pip install 'minimt\[plot\]'"):
+    with pytest.raises(UserError, match=r"pip install 'minimt\[plot\]'"):
         plot_run(write_run(tmp_path / "run"))
 
 
 def test_plot_study_writes_a_png(tmp_path):
-    from minimt.plot import plot_study
+    from minimt.tools.plot import plot_study
     rows = {"zero_shot": {"trainable": 0, "test": {"topic": {"accuracy": 0.8}}, "sts_spearman": 82.0},
             "full": {"trainable": 22_000_000, "test": {"topic": {"accuracy": 0.9}, "sts": {"spearman": 84.0}},
                      "sts_spearman": 66.0}}

@@ -1,14 +1,13 @@
-"""One run per directory (minimt/rundir.py): a lock that names its holder, no silent mixing of two runs, a resume
+"""One run per directory (minimt/io/rundir.py): a lock that names its holder, no silent mixing of two runs, a resume
 that refuses settings which break exactness, and a metrics.jsonl that never holds one step twice."""
 import json
-import os
 import socket
 import subprocess
 import sys
 
 import pytest
 
-from minimt import rundir
+from minimt.io import rundir
 from minimt.train import train
 from test_train import config
 
@@ -55,7 +54,7 @@ def test_reuse_needs_resume_or_overwrite(tmp_path, data_file, tiny_checkpoint):
 @pytest.mark.parametrize("change, named", [({"batch_size": 4}, "batch_size 8 -> 4"), ({"lr": 2e-3}, "lr 0.001 -> 0.002"),
                                            ({"seed": 4}, "seed 3 -> 4"), ({"mixing": "round_robin"}, "mixing")])
 def test_resume_refuses_a_changed_setting(tmp_path, data_file, tiny_checkpoint, change, named):
-    train(config(tmp_path, data_file, tiny_checkpoint, stop_after=6))
+    train(config(tmp_path, data_file, tiny_checkpoint), stop_after=6)
     with pytest.raises(ValueError, match=f"settings differ .*{named}.*--resume_force=true"):
         train(config(tmp_path, data_file, tiny_checkpoint, resume=True, **change))
     train(config(tmp_path, data_file, tiny_checkpoint, resume=True, resume_force=True, **change))  # when insisted
@@ -63,7 +62,7 @@ def test_resume_refuses_a_changed_setting(tmp_path, data_file, tiny_checkpoint, 
 
 def test_resume_never_logs_a_step_twice(tmp_path, data_file, tiny_checkpoint):
     # stop_after=7 with eval_every=5: the last checkpoint is step 5, the log already reached step 7
-    train(config(tmp_path, data_file, tiny_checkpoint, stop_after=7, log_every=1))
+    train(config(tmp_path, data_file, tiny_checkpoint, log_every=1), stop_after=7)
     train(config(tmp_path, data_file, tiny_checkpoint, resume=True, log_every=1))
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     keys = [(r["split"], r.get("task"), r.get("checkpoint"), r["step"]) for r in rows]

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from minimt.similarity import cos_sim, pearson, ranks, read_sts, semantic_search, spearman
+from minimt.evaluate import read_sts
+from minimt.similarity import cos_sim, pearson, ranks, semantic_search, spearman
 
 
 def test_cos_sim():
@@ -50,7 +51,7 @@ def test_read_sts(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_sts_benchmark_score(minilm):
     """The reference scores all-MiniLM-L6-v2 at Spearman 82.03, Pearson 82.74 on STSb test."""
-    from minimt.similarity import evaluate_sts
+    from minimt.evaluate import evaluate_sts
     r = evaluate_sts(minilm)
     assert r["spearman"] == pytest.approx(82.03, abs=0.01)
     assert r["pearson"] == pytest.approx(82.74, abs=0.01)

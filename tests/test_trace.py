@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from helpers import assert_close
-from minimt import SentenceEncoder, checkpoint
-from minimt.__main__ import main
+from minimt import SentenceEncoder
+from minimt.io import checkpoint
+from minimt.tools.cli import main
 from minimt.multitask import MultiTaskModel
-from minimt.trace import WORDS, observe, trace
+from minimt.tools.trace import WORDS, observe, trace
 
 TEXT = "The quick brown fox jumps over the lazy dog."
 

@@ -31,7 +31,8 @@ from common import MINILM, MT, MT1, MT1_16, MT16, RESULTS, ROOT, ST, cpu_name, s
 from minimt import SentenceEncoder
 from minimt.data import Source, read_source
 from minimt.pooling import pool
-from minimt.similarity import read_sts, spearman
+from minimt.evaluate import read_sts
+from minimt.similarity import spearman
 from onnx_peers import OpenVinoEncoder, OrtEncoder, export_onnx, ort_optimize
 
 REPEATS = int(sys.argv[1]) if len(sys.argv) > 1 else 3

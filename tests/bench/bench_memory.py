@@ -12,12 +12,12 @@ import tempfile
 from pathlib import Path
 
 from common import MINILM, save_results, write_readme
-from minimt.similarity import read_sts
+from minimt.evaluate import read_sts
 
 CHILD = """
 import json, resource, sys
 from minimt import SentenceEncoder
-from minimt.corpus import embed_file
+from minimt.tools.corpus import embed_file
 enc = SentenceEncoder.from_pretrained(sys.argv[1])
 trace = []
 def log(msg):  # called after each chunk is written

@@ -36,7 +36,7 @@ from common import MINILM, ROOT, cpu_name, save_results, write_readme
 from minimt import SentenceEncoder
 from minimt.data import Source, label_maps, load_splits, plan_epoch
 from minimt.model import Linear, SelfAttention
-from minimt.similarity import read_sts
+from minimt.evaluate import read_sts
 from minimt.train import build_optimizer
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3

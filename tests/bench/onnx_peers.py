@@ -124,7 +124,7 @@ if __name__ == "__main__":
     import torch
     from sentence_transformers import SentenceTransformer
     sys.path.insert(0, str(ROOT))
-    from minimt.similarity import read_sts
+    from minimt.evaluate import read_sts
     torch.set_num_threads(2)
     s1, s2, _ = read_sts("test")
     texts, onnx_path, ref, bad = s1 + s2, export_onnx(MINILM, ONNX_DIR), None, []

@@ -28,7 +28,7 @@ import transformers
 from safetensors.torch import save_file
 from sentence_transformers import SentenceTransformer
 
-from minimt.download import fetch
+from minimt.io.download import fetch
 
 HERE = Path(__file__).resolve().parent
 MINILM = fetch("all-MiniLM-L6-v2")  # weights/ or the Hugging Face cache, wherever `make weights` found it

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from minimt import files
-from minimt.encoder import SentenceEncoder, check_texts, embed_sorted
+from minimt.errors import UserError
+from minimt.io import files
+from minimt.encoder import SentenceEncoder, check_texts, embed_sorted, eval_mode
 from minimt.pooling import normalize as l2_normalize
 
 # the nearest-neighbour vocabulary: common words across topics, so a sentence's vector lands near its subject
@@ -57,15 +58,14 @@ class Observed:
 def attention_path(bert, impl):
     """Run `bert` in eval mode with attention `impl` ('manual' or 'sdpa'), then put back each layer's own
     setting and the train/eval mode (a model shared with training must come back as it was)."""
-    saved, was_training = [layer.attn.use_sdpa for layer in bert.layers], bert.training
+    saved = [layer.attn.use_sdpa for layer in bert.layers]
     bert.set_attention(impl)
-    bert.eval()
     try:
-        yield
+        with eval_mode(bert):
+            yield
     finally:
         for layer, use_sdpa in zip(bert.layers, saved):
             layer.attn.use_sdpa = use_sdpa
-        bert.train(was_training)
 
 
 def observe(bert, ids):
@@ -109,7 +109,7 @@ def contributions(last, mode):
     if mode == "max":
         winner = torch.nn.functional.one_hot(last.argmax(dim=0), T).T    # (T, H): 1 where token t is the max
         return last * winner
-    raise ValueError(f"token shares for pooling {mode!r} are not defined; trace knows mean, cls and max")
+    raise UserError(f"token shares for pooling {mode!r} are not defined; trace knows mean, cls and max")
 
 
 def token_shares(last, pooled, mode):
@@ -143,7 +143,7 @@ def trace(encoder, text, top_k=5):
     shape and norms, attention per head, token shares, the pooled and normalised vectors, the nearest WORDS."""
     check_texts([text])
     if not isinstance(top_k, int) or not 1 <= top_k <= len(WORDS):
-        raise ValueError(f"top_k (--top) must be an integer from 1 to {len(WORDS)} (the built-in words), "
+        raise UserError(f"top_k (--top) must be an integer from 1 to {len(WORDS)} (the built-in words), "
                          f"got {top_k!r}")
     start = time.perf_counter()
     bert, cfg = encoder.model, encoder.config

@@ -14,18 +14,14 @@ import shutil
 import socket
 import time
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 
-from minimt import files
+from minimt.errors import UserError
+from minimt.io import checkpoint, files
 
 LOCK = "run.lock"
 RUN_FILES = ("best", "last", "metrics.jsonl", "predictions.jsonl", "curves.png")  # what a run writes into out_dir
-# settings whose change makes a resumed run differ from an uninterrupted one (the rest, such as eval_every,
-# log_every, device or out_dir, change what is logged or where, not the weights)
-EXACT = ("sources", "data_dir", "split_seed", "model", "init_from", "max_seq_length", "head", "dropout", "freeze",
-         "unfreeze_every", "cache_embeddings", "mixing", "temperature", "task_weights", "epochs", "max_steps",
-         "batch_size", "grad_accum", "lr", "head_lr", "layer_decay", "weight_decay", "warmup", "schedule", "clip",
-         "bf16", "fp16", "seed")
 
 
 @contextmanager
@@ -38,11 +34,10 @@ def claim(cfg, log=print, enabled=True):
         return
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"out_dir {out} is a file; choose a directory for the run (--out_dir=...)")
+        raise UserError(f"out_dir {out} is a file; choose a directory for the run (--out_dir=...)")
     out.mkdir(parents=True, exist_ok=True)
     take_lock(out / LOCK, log)
     try:
-        from minimt import checkpoint  # here: rundir itself needs no torch
         for name in ("last", "best"):  # a killed run's half-written or set-aside checkpoints (safe: we hold the lock)
             for message in checkpoint.recover(out / name):
                 log(message)
@@ -56,7 +51,7 @@ def claim(cfg, log=print, enabled=True):
         elif cfg.resume:
             check_resume(cfg, out)
         elif present:
-            raise ValueError(f"out_dir {out} already holds a run ({', '.join(present)}); continue it with "
+            raise UserError(f"out_dir {out} already holds a run ({', '.join(present)}); continue it with "
                              f"--resume=true, start it over with --overwrite=true, or choose another --out_dir")
         yield
     finally:
@@ -74,12 +69,12 @@ def take_lock(path, log):
                 log(f"{path}: taking over a stale lock ({describe(holder)}, no longer running)")
                 path.unlink(missing_ok=True)
                 continue
-            raise ValueError(f"{path.parent} is in use by another training run ({describe(holder)}); wait for it, "
+            raise UserError(f"{path.parent} is in use by another training run ({describe(holder)}); wait for it, "
                              f"or choose another --out_dir") from None
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
         return
-    raise ValueError(f"{path}: could not take the lock (another run keeps creating it); choose another --out_dir")
+    raise UserError(f"{path}: could not take the lock (another run keeps creating it); choose another --out_dir")
 
 
 def read_lock(path):
@@ -122,18 +117,19 @@ def check_resume(cfg, out):
     try:
         saved = json.loads(meta_path.read_text(encoding="utf-8"))["train"]
     except (ValueError, KeyError):
-        raise ValueError(f"{meta_path} is damaged (not the JSON a checkpoint writes); start over with "
+        raise UserError(f"{meta_path} is damaged (not the JSON a checkpoint writes); start over with "
                          f"--overwrite=true") from None
-    changed = [f"{k} {saved[k]!r} -> {getattr(cfg, k)!r}" for k in EXACT if k in saved and saved[k] != getattr(cfg, k)]
+    exact = [f.name for f in fields(cfg) if f.name not in cfg.SAFE_TO_CHANGE]  # the settings that shape the weights
+    changed = [f"{k} {saved[k]!r} -> {getattr(cfg, k)!r}" for k in exact if k in saved and saved[k] != getattr(cfg, k)]
     if changed and not cfg.resume_force:
-        raise ValueError(f"--resume: settings differ from the run saved in {out / 'last'}: {'; '.join(changed)}. "
+        raise UserError(f"--resume: settings differ from the run saved in {out / 'last'}: {'; '.join(changed)}. "
                          f"Resume with the original values, or add --resume_force=true to continue anyway "
                          f"(no longer exact)")
 
 
 def trim_metrics(path, step):
     """After a resume from `step`, drop the lines the interrupted run wrote past it: they are written again, and
-    metrics.jsonl must never hold one step twice. Rewritten whole or not at all (minimt/files.py)."""
+    metrics.jsonl must never hold one step twice. Rewritten whole or not at all (minimt/io/files.py)."""
     path = Path(path)
     if not path.exists():
         return 0

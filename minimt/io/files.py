@@ -7,15 +7,21 @@ A reader of the target, or a run killed at any instant (kill -9, a full disk), f
 one, never a part of either; a failure leaves no new file behind (a kill -9 can leave the hidden temp, which is
 safe to delete). The space is reserved up front with posix_fallocate, so a full disk fails with a message before
 any work is written, rather than as SIGBUS when a memory-mapped page (corpus.py) finds no free block later.
-The same recipe as checkpoint.py's, which publishes whole directories.
+Directories (checkpoints, exports) go the same way: filled in a fresh hidden directory (fresh_dir), then
+publish() renames it into place. This file is the one home of these helpers: atomic publish, JSON, sha256.
 """
 import errno
+import hashlib
 import io
+import json
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 import numpy as np
+
+from minimt.errors import UserError
 
 
 def write_all(contents, option="--output"):
@@ -82,7 +88,7 @@ def new_temp(path, option="--output"):
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory, not a file: choose another {option}")
     if path.exists() and not path.is_file():  # a rename would replace the device or pipe itself (/dev/full)
-        raise ValueError(f"{path} is not a regular file (a device, pipe or socket); minimt writes a file whole and "
+        raise UserError(f"{path} is not a regular file (a device, pipe or socket); minimt writes a file whole and "
                          f"renames it into place: choose another {option}")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"directory {path.parent} does not exist: create it or choose another {option}")
@@ -115,16 +121,62 @@ def reserve(fd, size):
 
 
 def publish(tmp, path):
-    """Put the finished temp at `path` (replacing what was there) and make the rename itself durable."""
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())  # the bytes reach the disk before the name points at them
-    os.replace(tmp, path)
+    """Put the finished temp file or directory `tmp` at `path`, replacing what was there: a reader sees the old one
+    or the new one, never a mix. The bytes reach the disk before the name points at them."""
+    tmp, path = Path(tmp), Path(path)
+    for f in [tmp] if tmp.is_file() else [f for f in tmp.rglob("*") if f.is_file()]:
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if tmp.is_file():
+        os.replace(tmp, path)
+    else:  # two renames: a directory cannot replace a non-empty one in one step (a kill between them: recover())
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)  # left by a killed process that had our pid: `path` is newer
+            os.rename(path, old)
+        os.rename(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
     if os.name == "posix":  # the directory entry too; Windows cannot open a directory
-        fd = os.open(Path(path).parent, os.O_RDONLY)
+        fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+    return path
+
+
+def fresh_dir(path):
+    """An empty hidden directory beside `path` (.<name>.tmp-<pid>), to fill and then publish()."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def write_json(path, obj):
+    """A JSON file inside a fresh_dir (published with it, so it needs no rename of its own)."""
+    Path(path).write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def sha256_of(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_sha256(f, want, record, fix):
+    """`f`, after checking that it is there and, if `want` is not None, that its sha256 is `want` (from `record`)."""
+    f = Path(f)
+    if not f.exists():
+        raise FileNotFoundError(f"{f} is missing; {fix}")
+    if want is not None and (got := sha256_of(f)) != want:
+        raise UserError(f"{f}: sha256 {got} does not match the {want} recorded in {record}: the file was changed "
+                        f"or damaged; {fix}")
+    return f
 
 
 def discard(tmp):

@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+from minimt.errors import UserError
+
 
 def pyplot():
     try:
@@ -17,7 +19,7 @@ def pyplot():
         matplotlib.use("Agg")  # files only, no window: works on servers and in CI
         import matplotlib.pyplot as plt
     except ImportError:
-        raise RuntimeError("plotting needs matplotlib, an optional extra: pip install 'minimt[plot]' "
+        raise UserError("plotting needs matplotlib, an optional extra: pip install 'minimt[plot]' "
                            "(or pip install matplotlib)") from None
     return plt
 
@@ -47,7 +49,7 @@ def plot_run(run_dir, out=None):
     train = [r for r in rows if r["split"] == "train"]
     dev = [r for r in rows if r["split"] == "dev" and "checkpoint" not in r]
     if not train and not dev:
-        raise ValueError(f"{path} has no train or dev lines to plot")
+        raise UserError(f"{path} has no train or dev lines to plot")
 
     fig, (ax_loss, ax_lr, ax_dev) = plt.subplots(1, 3, figsize=(15, 4))
     ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue")

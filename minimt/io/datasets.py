@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from minimt import download
+from minimt.errors import UserError
+from minimt.io import download
 
 RAW = "https://raw.githubusercontent.com"  # GitHub's plain file server: <RAW>/<owner>/<repo>/<commit>/<path>
 MIRROR = "MINIMT_DATA_MIRROR"
@@ -147,10 +148,10 @@ def fetch(names=None, log=download.log):
     names = list(DATASETS) if everything else [names] if isinstance(names, str) else list(names)
     unknown = [n for n in names if n not in DATASETS]
     if unknown:
-        raise ValueError(f"unknown dataset {', '.join(map(repr, unknown))}; the known ones are {', '.join(DATASETS)}")
+        raise UserError(f"unknown dataset {', '.join(map(repr, unknown))}; the known ones are {', '.join(DATASETS)}")
     home, mirror = download.home("data"), os.environ.get(MIRROR, "")
     if mirror and not (_is_url(mirror) or Path(mirror).is_dir()):
-        raise ValueError(f"{MIRROR}={mirror} is neither a directory nor an http(s) URL; point it at a copy of "
+        raise UserError(f"{MIRROR}={mirror} is neither a directory nor an http(s) URL; point it at a copy of "
                          f"data/ (<dataset>/<file>), or unset it to download from the public sources")
     where = f"the mirror {mirror} ({MIRROR})" if mirror else f"public GitHub repositories at pinned commits ({RAW})"
     log(f"fetching {'every dataset' if everything else ', '.join(names)} into {home}\n  from {where}")
@@ -215,16 +216,16 @@ def _copy(source, out, name, f, mirror):
         with src, open(out, "wb") as dst:
             shutil.copyfileobj(src, dst, BLOCK)
     except urllib.error.HTTPError as e:
-        raise RuntimeError(f"could not download {name}/{f.name} from {source} (HTTP Error {e.code}: {e.reason}): "
+        raise UserError(f"could not download {name}/{f.name} from {source} (HTTP Error {e.code}: {e.reason}): "
                            f"{fix}") from None
     except urllib.error.URLError as e:
-        raise RuntimeError(f"could not download {name}/{f.name} from {source} ({e.reason}): {fix}") from None
+        raise UserError(f"could not download {name}/{f.name} from {source} ({e.reason}): {fix}") from None
     except FileNotFoundError as e:
         if e.filename != source:  # not the mirror's file but our own destination: a different problem
             raise
-        raise RuntimeError(f"could not copy {name}/{f.name}: {source} does not exist: {fix}") from None
+        raise UserError(f"could not copy {name}/{f.name}: {source} does not exist: {fix}") from None
     except (TimeoutError, ConnectionError) as e:  # a stalled or cut connection in the middle of the body
-        raise RuntimeError(f"could not download {name}/{f.name} from {source} ({type(e).__name__}: {e}): "
+        raise UserError(f"could not download {name}/{f.name} from {source} ({type(e).__name__}: {e}): "
                            f"{fix}") from None
 
 
@@ -237,7 +238,7 @@ def _transform(f, public, out, source):
         else:  # a small text file: read whole
             out.write_bytes(public.read_bytes().decode(f.encoding).encode("utf-8"))
     except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as e:
-        raise RuntimeError(f"{f.name}: the public copy {source} is not the registered file ({type(e).__name__}: "
+        raise UserError(f"{f.name}: the public copy {source} is not the registered file ({type(e).__name__}: "
                            f"{e}), so nothing was kept") from None
 
 
@@ -249,5 +250,5 @@ def _check(file, sha256, size, what, source):
     got = download.sha256_of(file)
     if got != sha256:
         expected = f"{size:,} bytes, sha256 {sha256}" if size else f"sha256 {sha256}"
-        raise RuntimeError(f"{what} from {source} has {file.stat().st_size:,} bytes, sha256 {got}; expected "
+        raise UserError(f"{what} from {source} has {file.stat().st_size:,} bytes, sha256 {got}; expected "
                            f"{expected}. It is not the registered file, so nothing was kept")

@@ -11,7 +11,7 @@ file system across machines); no gathering, no shard files to merge, and the row
 write, since a text's embedding does not depend on its batch (~1e-7).
 
 The rows go into a hidden temp file beside the output, its disk space reserved before the first chunk, renamed to
-the output once every rank has written (minimt/files.py): a run that is killed, or finds the disk full, leaves the
+the output once every rank has written (minimt/io/files.py): a run that is killed, or finds the disk full, leaves the
 output as it was, and a full disk is an error message at the start, not a crash (SIGBUS) half way.
 """
 import ctypes
@@ -23,7 +23,9 @@ import numpy as np
 import torch.distributed as dist
 from tqdm import tqdm  # installed with huggingface-hub
 
-from minimt import distributed, files
+from minimt.errors import UserError
+from minimt.io import distributed, files
+from minimt.data import not_utf8
 from minimt.encoder import CHUNK
 
 
@@ -42,9 +44,7 @@ def count_lines(path):
         with open(path, encoding="utf-8", newline="") as f:
             return sum(1 for _ in f)
     except UnicodeDecodeError:
-        from minimt.data import bad_utf8_line
-        raise ValueError(f"{path}:{bad_utf8_line(path)}: not UTF-8 text; convert the file to UTF-8 "
-                         f"(e.g. iconv -f latin1 -t utf-8)") from None
+        raise not_utf8(path) from None
 
 
 def read_chunks(path, size=CHUNK):
@@ -60,11 +60,11 @@ def embed_file(encoder, src, dst, chunk=CHUNK, log=print, show_progress_bar=Fals
     """Encode every line of src into the .npy file dst; returns the array's shape. The progress bar counts the
     lines this process encodes."""
     if not isinstance(chunk, numbers.Integral) or chunk < 1:  # 0 would write nothing, -1 fail after creating the file
-        raise ValueError(f"chunk must be a positive number of lines, got {chunk!r} (default: {CHUNK})")
+        raise UserError(f"chunk must be a positive number of lines, got {chunk!r} (default: {CHUNK})")
     rank, world = distributed.init()
     n = count_lines(src)
     if n == 0:
-        raise ValueError(f"{src} is empty; give a file with one text per line")
+        raise UserError(f"{src} is empty; give a file with one text per line")
     tmp = shared_temp(dst, (n, encoder.dim), rank)
     try:
         mine = sum(min(chunk, n - s) for s in range(rank * chunk, n, world * chunk))

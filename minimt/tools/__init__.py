@@ -1,0 +1,1 @@
+"""Tools built on the core and io/: the command line, corpus embedding, trace, plot."""
