@@ -5,7 +5,7 @@ import platform
 from datetime import date
 from pathlib import Path
 
-from minimt.download import fetch
+from minimt.io.download import fetch
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -182,11 +182,12 @@ def write_between(path, name, lines):
 
 
 def write_readme():
-    """Rewrite the generated tables from results.json: every table of tests/bench/README.md, and the summary in the
-    main README's Performance section. The numbers are generated, never typed."""
+    """Rewrite the generated tables from results.json into docs/performance.md: the summary (bench-summary markers)
+    and every table (bench markers). The numbers are generated, never typed."""
     res = json.loads(RESULTS.read_text())
-    write_between(HERE / "README.md", "bench", report_tables(res))
-    write_between(ROOT / "README.md", "bench-summary", summary_table(res))
+    report = ROOT / "docs" / "performance.md"
+    write_between(report, "bench", report_tables(res))
+    write_between(report, "bench-summary", summary_table(res))
 
 
 if __name__ == "__main__":
