@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm  # installed with huggingface-hub
 
-from minimt.data import (IGNORE, Source, check_labels, check_mixing, encode_labels, label_maps, load_splits, of_type,
-                         plan_epoch)
+from minimt.data import (IGNORE, Source, check_labels, check_mixing, encode_labels, label_maps, load_splits, not_utf8,
+                         of_type, plan_epoch)
 from minimt.devices import check_dtype
 from minimt.encoder import SentenceEncoder
 from minimt.errors import UserError
@@ -485,7 +485,7 @@ def load_config(path, overrides=()):
         raise UserError(f"{path}: not valid JSON at line {e.lineno} column {e.colno} ({e.msg}); a training config "
                          f"is one JSON object, see examples/train_multidomain.json") from None
     except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text (byte {e.start}); save the config as UTF-8") from None
+        raise not_utf8(path) from None
     if not isinstance(d, dict):
         raise UserError(f"{path}: holds a JSON {type(d).__name__}; a training config is one JSON object")
     unknown = set(d) - {f.name for f in fields(TrainConfig)}

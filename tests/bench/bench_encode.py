@@ -78,7 +78,7 @@ def long_reviews(tok, n=500, lo=150, hi=256, seed=0):
 def matmul_gflops(dtype, tokens=4096, H=384, I=1536, reps=20):
     """GFLOP/s of one layer's four matmuls (QKV stacked, out, FFN up, FFN down) on `tokens` rows: the faster of the
     two GEMMs PyTorch's CPU build offers, F.linear (MKL / oneDNN, weight repacked per call) and oneDNN on a weight
-    prepacked once (what model.Linear uses for inference)."""
+    prepacked once (what torch.compile's freezing does for inference)."""
     x, xi = torch.randn(tokens, H, dtype=dtype), torch.randn(tokens, I, dtype=dtype)
     ws = [(x, torch.randn(3 * H, H, dtype=dtype)), (x, torch.randn(H, H, dtype=dtype)),
           (x, torch.randn(I, H, dtype=dtype)), (xi, torch.randn(H, I, dtype=dtype))]

@@ -4,17 +4,15 @@
 
 For each technique, the same encoder runs with it ("on") and without it ("off"), alternating in rounds so that a
 slow moment of the machine hits both alike; the table shows the medians and time(off) / time(on).
-  prepacked weights   model.Linear multiplies by oneDNN-prepacked weights (BertModel.set_prepacked); off: F.linear
-  one Q/K/V matmul    SelfAttention projects with the stacked (3H, H) qkv weight; off: three Linear modules (each
-                      prepacked) on copies of its thirds, their outputs side by side (W3 only: for thousands of
-                      rows the earlier code stacked the weights too)
+  one Q/K/V matmul    SelfAttention projects with the stacked (3H, H) qkv weight; off: three Linear modules on
+                      copies of its thirds, their outputs side by side (W3 only)
   no eval() walk      encode leaves a model already in eval mode as it is; off: the model is put in training mode
-                      before each call, so encode walks eval() and train() over every module, as it used to
+                      before each call, so encode walks eval() and train() over every module
   packing             the Packed layout (real tokens only); off: padded batches of 32 with the attention mask
   integer dropout     model.Dropout's keep mask from 31-bit random integers; off: F.dropout (bernoulli_), as
                       nn.Dropout and SDPA draw it
-  one split per run   packed attention takes each run's q, k, v rows with one split; off: a slice per run, as
-                      before (each slice's backward fills a batch-sized zero tensor)
+  one split per run   packed attention takes each run's q, k, v rows with one split; off: a slice per run (each
+                      slice's backward fills a batch-sized zero tensor)
 Workloads: W3, one sentence per call (200 STSb test sentences, medians of single calls), and W1, the 2,758 STSb
 test sentences in one encode call; float32 and bfloat16. T1: three training steps of bench_train.py's T1 (batch
 32, fp32). Writes the "techniques" part of results.json.
@@ -35,7 +33,7 @@ from bench_train import CFG, minimt_model, minimt_step
 from common import MINILM, ROOT, cpu_name, save_results, write_readme
 from minimt import SentenceEncoder
 from minimt.data import Source, label_maps, load_splits, plan_epoch
-from minimt.model import Linear, SelfAttention
+from minimt.model import SelfAttention
 from minimt.evaluate import read_sts
 from minimt.train import build_optimizer
 
@@ -43,28 +41,27 @@ ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 
 
 class ThreeLinears(nn.Module):
-    """The Q/K/V projection as it was: three Linear modules (what the stacked qkv replaced)."""
+    """The Q/K/V projection as three Linear modules."""
 
     def __init__(self, qkv):
         super().__init__()
         self.parts = nn.ModuleList()
         for w, b in zip(qkv.weight.chunk(3), qkv.bias.chunk(3)):
-            lin = Linear(w.shape[1], w.shape[0]).to(w.dtype)
+            lin = nn.Linear(w.shape[1], w.shape[0]).to(w.dtype)
             with torch.no_grad():
                 lin.weight.copy_(w)
                 lin.bias.copy_(b)
-            lin.use_prepacked = qkv.use_prepacked
             self.parts.append(lin)
 
     def forward(self, x):
         return torch.cat([lin(x) for lin in self.parts], dim=-1)  # (..., 3H), as qkv's output
 
 
-def sliced_forward(self, x, layout):
-    """SelfAttention.forward on a Packed batch as it was before the split: one slice of q, k and v per run."""
+def sliced_forward(self, x, mask=None, runs=None):
+    """SelfAttention.forward on a Packed batch with one slice of q, k and v per run instead of one split."""
     q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3 x (N, H)
     parts, r0 = [], 0
-    for b, T in layout:
+    for b, T in runs:
         rows, r0 = slice(r0, r0 + b * T), r0 + b * T
         o = self.attend(*(self.heads(t[rows], b, T) for t in (q, k, v)), None)  # (b, nh, T, hd)
         parts.append(o.transpose(1, 2).reshape(b * T, -1))                    # (b*T, H)
@@ -107,7 +104,7 @@ def t1_run():
 
 def run_w3(enc, texts, walk=False):
     """Median seconds of one encode call per text; walk: put the model in training mode before each call (not
-    timed), so that encode walks eval() and train() over every module, as it did before."""
+    timed), so that encode walks eval() and train() over every module."""
     times = []
     enc.encode(texts[0])  # warm-up after the other variant had the cores
     for t in texts:
@@ -167,10 +164,7 @@ def main():
 
         w3, w1_run = (lambda: run_w3(enc, one)), (lambda: run_w1(enc.encode, w1))
         # (technique, workload, (time with it, time without it))
-        prepacked = stacked_qkv[0].use_prepacked  # what from_pretrained chose for this dtype
-        cases = [("prepacked weights", "W3", switched(enc.model.set_prepacked, w3, prepacked)),
-                 ("prepacked weights", "W1", switched(enc.model.set_prepacked, w1_run, prepacked)),
-                 ("one Q/K/V matmul", "W3", switched(stacked, w3, True)),
+        cases = [("one Q/K/V matmul", "W3", switched(stacked, w3, True)),
                  ("no eval() walk", "W3", (w3, lambda: run_w3(enc, one, walk=True))),
                  ("packing (no padding)", "W1", (w1_run, lambda: run_w1(lambda x: padded_encode(enc, x), w1)))]
         for name, wl, (with_it, without_it) in cases:

@@ -34,7 +34,7 @@ from common import MINILM, ROOT, cpu_name, save_results, write_readme
 from minimt.data import Source, encode_labels, label_maps, load_splits, plan_epoch
 from minimt.encoder import SentenceEncoder
 from minimt.multitask import EmbeddingCache, MultiTaskModel
-from minimt.train import TrainConfig, build_optimizer, lr_at, task_loss, train_step
+from minimt.train import Run, TrainConfig, build_optimizer, lr_at, task_loss, train_step
 
 QUICK = "--quick" in sys.argv
 # T1: (warm-up steps, rounds, steps per round). A bf16 step takes ~70 s on this CPU: no warm-up there, since first-call
@@ -66,7 +66,7 @@ def minimt_step(model, opt, examples, maps, cfg):
     """One step of train.py's loop (one process, grad_accum 1, joint mixing): its lr, then its train_step."""
     for g in opt.param_groups:
         g["lr"] = g["base_lr"] * lr_at(0, 1, cfg.warmup, cfg.schedule)
-    return train_step(model, opt, [(None, examples)], cfg, maps)
+    return train_step(Run(cfg, model, opt, maps), [(None, examples)])
 
 
 def hf_model(mt):

@@ -97,7 +97,7 @@ def report_tables(res):
     if "encode" in res:
         e = res["encode"]
         v = e["versions"]
-        lines += [f"Measured {e['date']} on {e['cpu']} ({e['threads']} threads): torch {v['torch']}, "
+        lines += [f"Measured on {e['cpu']} ({e['threads']} threads): torch {v['torch']}, "
                   f"sentence-transformers {v['sentence_transformers']}, transformers {v['transformers']}, "
                   f"onnxruntime {v['onnxruntime']}, openvino {v['openvino']}. Matmul ceiling of this CPU (a GEMM of "
                   f"the model's shapes): fp32 {e['matmul_gflops']['float32']:.0f} GFLOP/s, bf16 "
@@ -118,7 +118,7 @@ def report_tables(res):
         lines.append("")
     if "techniques" in res:
         tq = res["techniques"]
-        lines += [f"**Each technique on its own** ({tq['date']}, bench_techniques.py: the encoder with the technique "
+        lines += [f"**Each technique on its own** (bench_techniques.py: the encoder with the technique "
                   f"and without it, everything else on; medians of {tq['rounds']} alternating rounds; W3 the median "
                   f"call over 200 sentences, W1 one encode of 2,758, T1 three training steps of batch 32)", "",
                   "| technique | workload | dtype | with | without | time without / with |", "|---|---|---|---|---|---|"]
@@ -132,7 +132,7 @@ def report_tables(res):
         lines += res["train"]["table"] + [""]
     if "memory" in res:
         m = res["memory"]
-        lines += [f"**Memory** (`embed_file`, what `embed --input` runs, {m['date']}): resident "
+        lines += [f"**Memory** (`embed_file`, what `embed --input` runs): resident "
                   f"{m['small_mb']:.0f} MB after {m['small_n']:,} lines, {m['large_mb']:.0f} MB after "
                   f"{m['large_n']:,} lines; peak {m['peak_mb']:.0f} MB (inside a chunk).", ""]
     lines += ["**Targets** (from the performance issue; this run's numbers)", "",
@@ -158,7 +158,7 @@ def summary_table(res):
 
     t1 = {r["contender"]: r for r in t["rows"] if r["workload"] == "T1" and r.get("precision") == "fp32"}["minimt"]
     missed = [f"{w}: {target}" for w, target, _, ok in targets(res) if ok is False]
-    return [f"`make bench`, {e['date']}, {e['cpu']}, {e['threads']} threads, fp32, minimt's defaults:", "",
+    return [f"`make bench` on {e['cpu']}, {e['threads']} threads, fp32, minimt's defaults:", "",
             "| workload | minimt | compared with | fastest other tool |", "|---|---|---|---|",
             f"| W1: {w1['texts']:,} STSb test sentences | {w1['speedup_vs_st']:.2f}x the speed | "
             f"sentence-transformers `encode` | {fastest('W1', 'speedup_vs_st', max)} |",
