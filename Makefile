@@ -44,7 +44,7 @@ multitask: setup weights  ## a two-task model, every tensor shape on the way, un
 freeze: setup weights  ## each freezing scenario and the trainable table it leaves
 	$(PY) examples/03_freeze.py
 
-loop: setup weights data  ## the training loop in 60 lines of plain PyTorch: two heads on real reviews, accuracy at the end
+loop: setup weights data  ## the training loop on one page of plain PyTorch: two heads on real reviews, accuracy at the end
 	$(PY) examples/train_loop.py
 
 train: setup weights data  ## train domain + sentiment on real reviews (-> runs/train/best/), label new ones
