@@ -8,8 +8,8 @@ and differs only in what is frozen. Measured: test accuracy and macro-F1 per tas
 training samples/s, and the encoder's STS benchmark Spearman after training (82.03 before: how much general
 sentence similarity each mode gives up). The embedding rows add STSb-train pairs or AG News title -> description
 pairs to the same reviews (or train on STSb alone), and report the same numbers plus retrieval on held-out AG News.
-The seeded rows repeat one comparison over three seeds. Results go to runs/study/results.json, the README's study
-tables and its figure, examples/study.png (accuracy per task and STSb after, against trainable parameters).
+The seeded rows repeat one comparison over three seeds. Results go to runs/study/results.json, docs/study.md's
+tables and the figure, examples/study.png (accuracy per task and STSb after, against trainable parameters).
 """
 import json
 import sys
@@ -316,7 +316,7 @@ def write_readme(results):
 if __name__ == "__main__":
     import os
     os.chdir(ROOT)  # the settings name paths relative to the repository (runs/study/..., examples/...)
-    if sys.argv[1:] == ["readme"]:  # rewrite the README's tables from runs/study/results.json, no training
+    if sys.argv[1:] == ["readme"]:  # rewrite docs/study.md's tables from runs/study/results.json, no training
         write_readme(json.loads((OUT / "results.json").read_text()))
         sys.exit()
     chosen = sys.argv[1:] or list(ALL)
