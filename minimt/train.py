@@ -314,8 +314,12 @@ def train(cfg: TrainConfig, stop_after=0):
     with rundir.claim(cfg, log, enabled=rank == 0):  # out_dir is this run's until it ends (minimt/io/rundir.py)
         run = start(cfg, device, rank, world, log)
         try:
-            loop(run, stop_after)
-            model = score_best(run) if rank == 0 and run.step == run.total else run.model
+            if run.step == run.total:  # --resume of a run that had finished: its results stand as they are
+                log(f"{cfg.out_dir} holds a finished run (step {run.step} of {run.total}); nothing to do")
+                model = MultiTaskModel.from_checkpoint(Path(cfg.out_dir) / "best")
+            else:
+                loop(run, stop_after)
+                model = score_best(run) if rank == 0 and run.step == run.total else run.model
         finally:
             if run.metrics:
                 run.metrics.close()

@@ -60,6 +60,16 @@ def test_resume_refuses_a_changed_setting(tmp_path, data_file, tiny_checkpoint, 
     train(config(tmp_path, data_file, tiny_checkpoint, resume=True, resume_force=True, **change))  # when insisted
 
 
+def test_resuming_a_finished_run_changes_nothing(tmp_path, data_file, tiny_checkpoint, capsys):
+    train(config(tmp_path, data_file, tiny_checkpoint, epochs=1))
+    run = tmp_path / "run"
+    before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    model = train(config(tmp_path, data_file, tiny_checkpoint, epochs=1, resume=True))
+    assert "holds a finished run" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before, "a finished run was changed"
+    assert set(model.tasks) == {"topic", "mood"}
+
+
 def test_resume_never_logs_a_step_twice(tmp_path, data_file, tiny_checkpoint):
     # stop_after=7 with eval_every=5: the last checkpoint is step 5, the log already reached step 7
     train(config(tmp_path, data_file, tiny_checkpoint, log_every=1), stop_after=7)
