@@ -37,6 +37,18 @@ def test_plot_errors_name_the_fix(tmp_path, monkeypatch):
         plot_run(write_run(tmp_path / "run"))
 
 
+@pytest.mark.parametrize("suffix, magic", [(".png", b"\x89PNG"), (".pdf", b"%PDF"), (".svg", b"<?xml")])
+def test_plot_writes_the_format_its_suffix_names(tmp_path, suffix, magic):
+    out = plot_run(write_run(tmp_path / "run"), tmp_path / f"curves{suffix}")
+    assert out.read_bytes().startswith(magic)
+
+
+def test_plot_refuses_a_suffix_it_cannot_write_before_reading_anything(tmp_path):
+    with pytest.raises(UserError, match=r"curves.jpg: a plot is written as .png, .pdf or .svg"):
+        plot_run(tmp_path / "no-run", tmp_path / "curves.jpg")  # the missing run is not even looked at
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_plot_study_writes_a_png(tmp_path):
     from minimt.tools.plot import plot_study
     rows = {"zero_shot": {"trainable": 0, "test": {"topic": {"accuracy": 0.8}}, "sts_spearman": 82.0},

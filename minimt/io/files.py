@@ -103,6 +103,12 @@ def new_temp(path, option="--output"):
     return tmp
 
 
+def check_target(path, option="--output"):
+    """Fail now, before any work, if `path` cannot be written the way write_all writes it (a directory, a missing
+    folder, no permission): a temp is made beside it and removed."""
+    discard(new_temp(path, option))
+
+
 def reserve(fd, size):
     """Give the open file `size` bytes on disk now, so that a full disk (or a file size limit) fails here with a
     message, rather than as SIGBUS when a memory-mapped page finds no free block. posix_fallocate is Linux/BSD

@@ -99,7 +99,7 @@ def add_training_commands(sub):
                                     "steps, from RUN_DIR/metrics.jsonl, into RUN_DIR/curves.png (needs matplotlib: "
                                     "pip install 'minimt[plot]').")
     pl.add_argument("run_dir", help="a training run's out_dir, e.g. runs/train")
-    pl.add_argument("--out", help="the PNG to write (default: RUN_DIR/curves.png)")
+    pl.add_argument("--out", help="the picture to write: .png, .pdf or .svg (default: RUN_DIR/curves.png)")
 
     x = sub.add_parser("export", help="write a checkpoint as a sentence-transformers directory",
                        description="Write a training checkpoint (e.g. runs/train/best) or any model directory as a "

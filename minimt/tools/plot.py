@@ -6,11 +6,14 @@
 plot_run reads the run's metrics.jsonl (train.py writes a "train" line every log_every steps and a "dev" line per
 task at each evaluation). matplotlib is an optional extra, imported only here: pip install 'minimt[plot]'.
 """
+import io
 import json
-import os
 from pathlib import Path
 
 from minimt.errors import UserError
+from minimt.io import files
+
+FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}  # what the file's suffix promises is what it holds
 
 
 def pyplot():
@@ -24,24 +27,31 @@ def pyplot():
     return plt
 
 
+def check_out(out):
+    """The format the suffix of `out` names, or a UserError, before any work is done."""
+    fmt = FORMATS.get(Path(out).suffix.lower())
+    if fmt is None:
+        raise UserError(f"{out}: a plot is written as .png, .pdf or .svg; give --out one of those suffixes")
+    return fmt
+
+
 def save(fig, out):
-    """The figure as a PNG at `out`, atomically: a reader never sees half a picture."""
-    plt = pyplot()
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
+    """The figure at `out` in the format its suffix names, whole or not at all (files.write_all)."""
+    buf = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, out)
+        fig.savefig(buf, format=check_out(out), dpi=100)
     finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return out
+        pyplot().close(fig)
+    files.write_all({Path(out): buf.getvalue()}, "--out")
+    return Path(out)
 
 
 def plot_run(run_dir, out=None):
-    """Write the run's curves as a PNG (default: <run_dir>/curves.png), atomically; returns its path."""
+    """Write the run's curves (default: <run_dir>/curves.png), atomically; returns its path."""
     plt = pyplot()
     run_dir = Path(run_dir)
+    out = out or run_dir / "curves.png"
+    check_out(out)
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; plot takes a training run's out_dir, e.g. runs/train")
@@ -66,7 +76,7 @@ def plot_run(run_dir, out=None):
     ax_dev.legend(fontsize=8)
     fig.suptitle(str(run_dir))
     fig.tight_layout()
-    return save(fig, out or run_dir / "curves.png")
+    return save(fig, out)
 
 
 def plot_study(rows, out):

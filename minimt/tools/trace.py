@@ -238,6 +238,8 @@ def format_trace(t):
 
 def trace_command(text, model="all-MiniLM-L6-v2", json_path=None, top_k=5):
     """python -m minimt trace: load, trace, print; with json_path, also write the dict there (whole or not at all)."""
+    if json_path:
+        files.check_target(json_path, "--json")  # a bad target fails before the trace, not after it is printed
     start = time.perf_counter()
     encoder = SentenceEncoder.from_pretrained(model)
     loaded = time.perf_counter() - start
