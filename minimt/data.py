@@ -174,10 +174,23 @@ def read_jsonl(path):
                 if not isinstance(row, dict):
                     raise UserError(f"{path}:{n}: a JSON {type(row).__name__}, not an object; each line must be "
                                      f"one JSON object")
+                check_unicode(row, f"{path}:{n}")
                 rows.append((n, row))
         except UnicodeDecodeError:
             raise not_utf8(path) from None
     return rows
+
+
+def check_unicode(row, where):
+    """JSON's \\ud800-style escapes can spell a lone surrogate, which is no character and which no tokenizer takes:
+    refuse it here, naming the line, before anything is trained or written."""
+    for key, v in row.items():
+        if isinstance(v, str) and not v.isascii():
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise UserError(f"{where}: field {key!r} holds a lone surrogate ({v[e.start]!r} at position "
+                                f"{e.start}), which is not text; fix the line's \\u escapes") from None
 
 
 def not_utf8(path):

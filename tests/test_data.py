@@ -8,7 +8,9 @@ from collections import Counter
 import pytest
 import torch
 
-from minimt.data import Example, Source, check_labels, collate, label_maps, load_splits, plan_epoch, read_source
+from minimt.data import (Example, Source, check_labels, collate, label_maps, load_splits, plan_epoch, read_jsonl,
+                         read_source)
+from minimt.errors import UserError
 from minimt.tokenizer import Tokenizer
 
 SENTIMENT = {"sentiment": {"0": "negative", "1": "positive"}}
@@ -291,3 +293,13 @@ def test_real_multi_domain_sentiment():
     for name, share in [("dev", 100), ("test", 100)]:  # stratified: each (domain, sentiment) gets its tenth
         strata = Counter((e.labels["topic"], e.labels["sentiment"]) for e in splits[name])
         assert len(strata) == 10 and all(abs(n - share) <= 5 for n in strata.values()), (name, strata)
+
+
+def test_a_lone_surrogate_in_jsonl_is_refused_when_read(tmp_path):
+    """JSON may escape half a surrogate pair (\\udcff); that is no text, and the tokenizer would fail on it mid-run."""
+    f = tmp_path / "rows.jsonl"
+    f.write_text('{"text": "fine", "topic": "a"}\n{"text": "bad \\udcff here", "topic": "b"}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"rows.jsonl:2: field 'text' holds a lone surrogate \('\\udcff' at position 4\)"):
+        read_jsonl(f)
+    with pytest.raises(UserError, match=r"rows.jsonl:2: field 'text'"):
+        read_source(Source(path=str(f), text="text", labels={"topic": "topic"}))
