@@ -410,6 +410,12 @@ def load_data(cfg, log):
         sources.append(Source(**s))
     tasks = list(dict.fromkeys(t for s in sources for t in s.labels))
     splits = load_splits(sources, cfg.data_dir or None, cfg.split_seed)
+    empty = [name for name in ("dev", "test") if not splits[name]]
+    if empty:  # best/ would be chosen on a score over no rows, and the test lines would say "n": 0
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+        raise UserError(f"the {' and '.join(empty)} split of {[s.path for s in sources]} came out empty ({sizes}); "
+                        f"rows without a split= are divided 80/10/10 by seed: give more rows, or a Source with "
+                        f"split='{empty[0]}'")
     maps = label_maps(splits["train"], tasks)
     specs = pair_tasks(sources)
     for split in ("dev", "test"):

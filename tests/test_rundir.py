@@ -83,3 +83,14 @@ def test_out_dir_that_is_a_file(tmp_path, data_file, tiny_checkpoint):
     (tmp_path / "run").write_text("not a directory")
     with pytest.raises(ValueError, match="is a file; choose a directory"):
         train(config(tmp_path, data_file, tiny_checkpoint, epochs=1))
+
+
+def test_an_empty_dev_or_test_split_is_refused_before_the_run_starts(tmp_path, data_file, tiny_checkpoint):
+    small = tmp_path / "small.tsv"  # 6 rows: 80/10/10 by seed leaves the test split without a row
+    small.write_text("".join(data_file.read_text().splitlines(keepends=True)[:7]))
+    cfg = config(tmp_path, data_file, tiny_checkpoint, sources=[{"path": str(small), "text": "text",
+                                                                 "labels": {"topic": "topic"}}])
+    with pytest.raises(ValueError, match=r"the test split of .*small.tsv.* came out empty \(train 5, dev 1, test 0\); "
+                                         r".*give more rows, or a Source with split='test'"):
+        train(cfg)
+    assert not any((tmp_path / "run").glob("*/")) and not (tmp_path / "run" / "metrics.jsonl").exists()
