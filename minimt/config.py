@@ -138,8 +138,15 @@ def _check_supported(hf, where):
 
 def _modules(path):
     """modules.json as [(class name, folder)], every module checked to be one minimt implements."""
-    out = []
-    for m in read_json(path / "modules.json"):
+    out, f = [], path / "modules.json"
+    modules = read_json(f)
+    if not isinstance(modules, list):
+        raise UserError(f"{f} holds a JSON {type(modules).__name__}; modules.json is a list of modules, each "
+                        f"{{\"idx\", \"name\", \"path\", \"type\"}}")
+    for i, m in enumerate(modules):
+        if not isinstance(m, dict) or not isinstance(m.get("type"), str) or not isinstance(m.get("path", ""), str):
+            raise UserError(f"{f}: module {i} ({json.dumps(m)[:80]}) needs a string \"type\" (e.g. "
+                            f"\"sentence_transformers.models.Pooling\") and a string \"path\"")
         kind = m["type"].rsplit(".", 1)[-1]
         if kind not in MODULES:
             raise UserError(f"{path / 'modules.json'} lists a {kind} module ({m['type']}); minimt implements "

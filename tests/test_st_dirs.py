@@ -96,6 +96,19 @@ def test_unimplemented_modules_are_named(tmp_path, kind, message):
         SentenceEncoder.from_pretrained(d)
 
 
+@pytest.mark.parametrize("modules, message", [
+    ({"0": "Transformer"}, r"modules.json holds a JSON dict; modules.json is a list of modules"),
+    ([{"idx": 0, "name": "0", "path": ""}], r"modules.json: module 0 .* needs a string \"type\""),
+    (["Pooling"], r"modules.json: module 0 \(\"Pooling\"\) needs a string \"type\""),
+])
+def test_a_malformed_modules_json_is_named(tmp_path, modules, message):
+    d = tmp_path / "m"
+    shutil.copytree(ST / "st6_max", d)
+    (d / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ValueError, match=message):
+        SentenceEncoder.from_pretrained(d)
+
+
 def test_non_bert_architectures_are_named(tmp_path):
     d = tmp_path / "m"
     shutil.copytree(ST / "distilbert", d)
