@@ -57,3 +57,19 @@ def test_plot_study_writes_a_png(tmp_path):
     png = plot_study(rows, tmp_path / "study.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert [p.name for p in tmp_path.iterdir()] == ["study.png"]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"split": "train", "step": 1, "loss": 0.5, "lr": {"0": 1e-4}}\n{"split": "tr', r"metrics.jsonl:2: not valid JSON"),
+    (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", r"metrics.jsonl:1: not UTF-8 text"),
+    (b'[1, 2]\n', r"metrics.jsonl:1: a JSON list, not an object"),
+    (b'{"split": "train", "step": 1}\n', r"metrics.jsonl:1: a train line needs step, loss, lr"),
+    (b'{"split": "dev", "step": 1, "task": "t"}\n', r"metrics.jsonl:1: a dev line needs step, task, accuracy"),
+])
+def test_a_broken_metrics_file_is_named_with_its_line(tmp_path, content, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        plot_run(run)
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl"]

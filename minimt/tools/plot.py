@@ -7,9 +7,9 @@ plot_run reads the run's metrics.jsonl (train.py writes a "train" line every log
 task at each evaluation). matplotlib is an optional extra, imported only here: pip install 'minimt[plot]'.
 """
 import io
-import json
 from pathlib import Path
 
+from minimt.data import read_jsonl
 from minimt.errors import UserError
 from minimt.io import files
 
@@ -55,9 +55,16 @@ def plot_run(run_dir, out=None):
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; plot takes a training run's out_dir, e.g. runs/train")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    train = [r for r in rows if r["split"] == "train"]
-    dev = [r for r in rows if r["split"] == "dev" and "checkpoint" not in r]
+    train, dev = [], []
+    for n, r in read_jsonl(path):  # names file:line for a cut-off, binary or non-object line
+        fields = {"train": ("step", "loss", "lr"), "dev": ("step", "task", "accuracy", "macro_f1")}.get(r.get("split"))
+        if fields is None or "checkpoint" in r:
+            continue  # the final test lines and any other split are not curves
+        bad_lr = r["split"] == "train" and not isinstance(r.get("lr"), dict)
+        if any(k not in r for k in fields) or not isinstance(r["step"], (int, float)) or bad_lr:
+            raise UserError(f"{path}:{n}: a {r['split']} line needs {', '.join(fields)} (lr a mapping of group to "
+                            f"rate); this one has {sorted(r)}: not a metrics.jsonl that train() wrote")
+        (train if r["split"] == "train" else dev).append(r)
     if not train and not dev:
         raise UserError(f"{path} has no train or dev lines to plot")
 
