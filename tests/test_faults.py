@@ -171,3 +171,15 @@ def test_source_fields_are_checked(data_file, tiny_checkpoint, tmp_path, source,
     cfg.write_text(json.dumps({"sources": [{**base, **source}], "model": str(tiny_checkpoint)}))
     rc, msg = cli("train", cfg, f"--out_dir={tmp_path / 'run'}")
     assert rc == 1 and says in msg and "\n" not in msg, msg
+
+
+@pytest.mark.parametrize("command", ["embed", "predict"])
+def test_an_output_that_is_its_own_input_is_refused(trained, tmp_path, command):
+    src = tmp_path / ("texts.txt" if command == "embed" else "rows.jsonl")
+    src.write_text("first text\nsecond text\n" if command == "embed" else '{"text": "first", "id": 7}\n')
+    before = src.read_bytes()
+    argv = (["embed", "--input", src, "--output", src] if command == "embed"
+            else ["predict", trained / "best", "--jsonl", src, "--output", tmp_path / "." / src.name])
+    rc, msg = cli(*argv)
+    assert rc == 1 and "is also the input" in msg and "choose another --output" in msg, msg
+    assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [src.name]

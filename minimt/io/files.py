@@ -103,6 +103,14 @@ def new_temp(path, option="--output"):
     return tmp
 
 
+def check_not_input(target, inputs, option="--output"):
+    """Refuse a target that is one of the command's input files: writing it would destroy what is being read."""
+    for src in inputs:
+        if Path(target).resolve() == Path(src).resolve():
+            raise UserError(f"{target} is also the input ({src}); writing it would replace what is read: choose "
+                            f"another {option}")
+
+
 def check_target(path, option="--output"):
     """Fail now, before any work, if `path` cannot be written the way write_all writes it (a directory, a missing
     folder, no permission): a temp is made beside it and removed."""

@@ -173,6 +173,8 @@ def check_embed_args(args):
 
 
 def cmd_embed(args, extra):
+    if args.input:
+        files.check_not_input(args.output, [args.input])
     enc = SentenceEncoder.from_pretrained(args.model)
     normalize = False if args.no_normalize else None
     if args.input:
@@ -220,6 +222,8 @@ def cmd_predict(args, extra):
         raise UserError("predict --output needs --jsonl FILE: texts given on the command line are printed")
     if not args.jsonl and not args.texts:
         raise UserError("predict needs texts or --jsonl FILE")
+    if args.output:
+        files.check_not_input(args.output, [args.jsonl])
     model = MultiTaskModel.from_checkpoint(args.checkpoint)
     if not args.jsonl:
         for text, pred in zip(args.texts, model.predict(args.texts)):
