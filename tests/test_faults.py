@@ -183,3 +183,13 @@ def test_an_output_that_is_its_own_input_is_refused(trained, tmp_path, command):
     rc, msg = cli(*argv)
     assert rc == 1 and "is also the input" in msg and "choose another --output" in msg, msg
     assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [src.name]
+
+
+def test_evaluate_takes_an_export_with_data_and_says_why_not_without(trained, data_file, tmp_path):
+    export = tmp_path / "export"
+    assert cli("export", trained / "best", export)[0] == 0
+    rc, msg = cli("evaluate", export)
+    assert rc == 1 and "is an export, which records no training data" in msg and "--data FILE" in msg, msg
+    out = tmp_path / "eval"
+    assert cli("evaluate", export, "--data", data_file, "--label", "topic=topic", "--out", out) == (0, "")
+    assert json.loads((out / "metrics.json").read_text())["topic"]["n"] == 120

@@ -251,7 +251,11 @@ def cmd_predict(args, extra):
 
 def cmd_evaluate(args, extra):
     model = MultiTaskModel.from_checkpoint(args.checkpoint)
-    cfg = TrainConfig(**checkpoint.read_meta(args.checkpoint)["train"])
+    from_training = layout.kind(args.checkpoint) == "checkpoint"  # else an export: heads, but no training config
+    if not from_training and not args.data:
+        raise UserError(f"{args.checkpoint} is an export, which records no training data to take a --split from; "
+                        f"give --data FILE --label TASK=COLUMN")
+    cfg = TrainConfig(**checkpoint.read_meta(args.checkpoint)["train"]) if from_training else TrainConfig()
     if args.data:
         examples, split, tasks = labelled_file(args, model), "data", [x.split("=", 1)[0] for x in args.label]
     else:
@@ -264,7 +268,7 @@ def cmd_evaluate(args, extra):
     empty = [t for t, r in res.items() if r["n"] == 0]
     if empty:  # an accuracy over no rows is not 0.000, it is no measurement
         raise UserError(f"no row of {args.data or split} has a label for {empty}; check the --label columns")
-    out = Path(args.out or checkpoint.find(args.checkpoint))
+    out = Path(args.out or (checkpoint.find(args.checkpoint) if from_training else args.checkpoint))
     out.mkdir(parents=True, exist_ok=True)
     files.write_all({out / "metrics.json": json.dumps(res, indent=1) + "\n",  # both complete before either is renamed
                      out / "predictions.jsonl": "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in preds)},
