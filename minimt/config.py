@@ -44,15 +44,15 @@ class BertConfig:
     def __post_init__(self):
         if self.hidden_size % self.num_attention_heads:
             raise UserError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
-                             f"{self.num_attention_heads}; each head needs an equal slice")
+                            f"{self.num_attention_heads}; each head needs an equal slice")
         if self.pooling not in POOLERS:
             raise UserError(f"pooling {self.pooling!r} is not supported; use one of {', '.join(POOLERS)}")
         if self.similarity_fn_name not in SIMILARITY_FUNCTIONS:
             raise UserError(f"similarity_fn_name {self.similarity_fn_name!r} is not supported; minimt implements "
-                             f"{', '.join(SIMILARITY_FUNCTIONS)}")
+                            f"{', '.join(SIMILARITY_FUNCTIONS)}")
         if self.max_seq_length > self.max_position_embeddings:
             raise UserError(f"max_seq_length {self.max_seq_length} exceeds max_position_embeddings "
-                             f"{self.max_position_embeddings}: there is no position vector past that")
+                            f"{self.max_position_embeddings}: there is no position vector past that")
 
     @classmethod
     def tiny(cls, **overrides):
@@ -124,14 +124,14 @@ def _check_supported(hf, where):
     """Raise on architecture switches this encoder does not implement, rather than run the wrong model."""
     if hf.get("model_type", "bert") not in ("bert", "distilbert"):
         raise UserError(f"{where}: model_type {hf['model_type']!r} is not supported; minimt implements BERT "
-                         f"and DistilBERT (model_type 'bert' or 'distilbert') only")
+                        f"and DistilBERT (model_type 'bert' or 'distilbert') only")
     key = "activation" if "activation" in hf else "hidden_act"  # DistilBERT's name, BERT's name
     if hf.get(key, "gelu") != "gelu":
         raise UserError(f"{where}: {key} {hf[key]!r} is not supported; minimt implements the exact erf GELU "
-                         f"('gelu') only")
+                        f"('gelu') only")
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise UserError(f"{where}: position_embedding_type {hf['position_embedding_type']!r} is not "
-                         f"supported; minimt implements learned absolute positions only")
+                        f"supported; minimt implements learned absolute positions only")
     if hf.get("is_decoder") or hf.get("add_cross_attention"):
         raise UserError(f"{where}: decoder / cross-attention BERT is not supported; minimt is an encoder")
 
@@ -150,8 +150,8 @@ def _modules(path):
         kind = m["type"].rsplit(".", 1)[-1]
         if kind not in MODULES:
             raise UserError(f"{path / 'modules.json'} lists a {kind} module ({m['type']}); minimt implements "
-                             f"{', '.join(MODULES)} only, so it would compute other vectors than "
-                             f"sentence-transformers")
+                            f"{', '.join(MODULES)} only, so it would compute other vectors than "
+                            f"sentence-transformers")
         out.append((kind, path / m.get("path", "")))
     return out
 
@@ -186,5 +186,5 @@ def _read_pooling(p):
         chosen += [k for k, v in cfg.items() if k.startswith("pooling_mode_") and k not in POOLING_FLAGS and v]
     if len(chosen) != 1 or chosen[0] not in POOLERS:
         raise UserError(f"{p}: pooling {chosen} is not supported; minimt implements exactly one of "
-                         f"{', '.join(POOLERS)} (not weightedmean, lasttoken, mean_sqrt_len_tokens or a concatenation)")
+                        f"{', '.join(POOLERS)} (not weightedmean, lasttoken, mean_sqrt_len_tokens or a concatenation)")
     return chosen[0]

@@ -103,18 +103,18 @@ class Source:
         if self.kind == "classify":
             if self.task or self.text_b or self.score or self.negatives or self.loss:
                 raise UserError(f"Source {self.path}: task, text_b, score, negatives and loss belong to kind "
-                                 f"'pairs' or 'contrastive'; a classify source names its tasks in labels")
+                                f"'pairs' or 'contrastive'; a classify source names its tasks in labels")
         else:
             need = {"task": self.task, "text_b": self.text_b} | ({"score": self.score} if self.kind == "pairs" else {})
             missing = [k for k, v in need.items() if not v]
             if missing or self.labels:
                 raise UserError(f"Source {self.path}: kind {self.kind!r} needs {list(need)} (missing {missing}) "
-                                 f"and no labels (a pair task has no head)")
+                                f"and no labels (a pair task has no head)")
             check_task_name(self.task, f"Source {self.path}")
             self.loss = self.loss or LOSSES[self.kind][0]
             if self.loss not in LOSSES[self.kind]:
                 raise UserError(f"Source {self.path}: loss {self.loss!r} is not one of {list(LOSSES[self.kind])} "
-                                 f"for kind {self.kind!r}")
+                                f"for kind {self.kind!r}")
             if not self.scale > 0 or not self.score_scale > 0:
                 raise UserError(f"Source {self.path}: scale and score_scale must be > 0")
             if self.min_score is not None and (self.kind != "contrastive" or not self.score):
@@ -124,7 +124,7 @@ class Source:
             raise UserError(f"Source {self.path}: format {self.format!r}; use 'csv', 'tsv', 'jsonl' or '' (extension)")
         if self.split not in ("",) + SPLITS or self.limit < 0:
             raise UserError(f"Source {self.path}: split {self.split!r} must be one of {('',) + SPLITS} and limit "
-                             f"{self.limit} must be >= 0")
+                            f"{self.limit} must be >= 0")
         if set(self.label_names) - set(self.labels):
             raise UserError(f"Source {self.path}: label_names names tasks that labels does not: {self.labels}")
         # the file gives strings; keys written as numbers ({1: "World"}) must still match the cell "1"
@@ -152,7 +152,7 @@ def _records(path, fmt, columns, quoting=True, trailing=False):
                 cells = cells[:len(header)]  # the Source says extra trailing fields are expected
             if len(cells) != len(header):
                 raise UserError(f"{path}: row {len(rows) + 1} has {len(cells)} fields but there are {len(header)} "
-                                 f"columns {header}; is the format ({fmt}) or the quoting wrong?")
+                                f"columns {header}; is the format ({fmt}) or the quoting wrong?")
             rows.append(dict(zip(header, cells)))
     return header, rows
 
@@ -170,10 +170,10 @@ def read_jsonl(path):
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise UserError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno}); each line must "
-                                     f"be one JSON object") from None
+                                    f"be one JSON object") from None
                 if not isinstance(row, dict):
                     raise UserError(f"{path}:{n}: a JSON {type(row).__name__}, not an object; each line must be "
-                                     f"one JSON object")
+                                    f"one JSON object")
                 check_unicode(row, f"{path}:{n}")
                 rows.append((n, row))
         except UnicodeDecodeError:
@@ -217,7 +217,7 @@ def _score(row, column, path, row_no):
         score = float("nan")
     if score != score or score in (float("inf"), float("-inf")):
         raise UserError(f"{path}: row {row_no} column {column!r} holds {row.get(column)!r}, not a number; a pair's "
-                         f"score must be a finite number")
+                        f"score must be a finite number")
     return score
 
 
@@ -231,7 +231,7 @@ def _label(source, task, column, row, path, row_no):
         return raw
     if raw not in names:
         raise UserError(f"{path}: row {row_no} column {column!r} holds {raw!r}, which label_names[{task!r}] does "
-                         f"not map; it maps {sorted(names)}. Add it to label_names or fix the row")
+                        f"not map; it maps {sorted(names)}. Add it to label_names or fix the row")
     return names[raw]
 
 
@@ -251,7 +251,7 @@ def read_source(source, data_dir=None, seed=0):
         fmt = source.format or FORMATS.get(path.suffix.lower())
         if fmt is None:
             raise UserError(f"{path}: cannot tell the format from the extension {path.suffix!r}; set format='csv', "
-                             f"'tsv' or 'jsonl' on its Source")
+                            f"'tsv' or 'jsonl' on its Source")
         try:
             columns, rows = _records(path, fmt, source.columns, source.quoting, source.trailing_fields)
         except UnicodeDecodeError:  # it names a byte offset in a buffer, not the file or line
@@ -272,7 +272,7 @@ def read_source(source, data_dir=None, seed=0):
                 if source.skip_empty_text:
                     continue
                 raise UserError(f"{path}: row {row_no} has no text in column {empty[0]!r}; fix the file, or set "
-                                 f"skip_empty_text=True on its Source to leave such rows out")
+                                f"skip_empty_text=True on its Source to leave such rows out")
             labels = {task: _label(source, task, column, row, path, row_no) for task, column in source.labels.items()}
             pair = None
             if source.kind != "classify":
@@ -322,7 +322,7 @@ def load_splits(sources, data_dir=None, seed=0, fractions=(0.8, 0.1, 0.1)):
         for ex in examples:
             if ex.id in origin:
                 raise UserError(f"example {ex.id} comes from two sources ({origin[ex.id]} and {source.path}): two "
-                                 f"files with the same name, or one file listed twice")
+                                f"files with the same name, or one file listed twice")
             origin[ex.id] = source.path
         (splits[source.split] if source.split else pooled).extend(examples)
     # labelled rows and each pair task's rows are split on their own: adding a pair task to a config never moves
@@ -335,7 +335,7 @@ def load_splits(sources, data_dir=None, seed=0, fractions=(0.8, 0.1, 0.1)):
             splits[name].extend(examples)
     if not splits["train"]:
         raise UserError(f"no training examples from {[s.path for s in sources]}; give a Source with split='train' "
-                         f"or leave split='' so rows are split by seed")
+                        f"or leave split='' so rows are split by seed")
     return splits
 
 
@@ -346,7 +346,7 @@ def label_maps(train, tasks):
         names = sorted({ex.labels.get(task) for ex in train} - {None})
         if len(names) < 2:
             raise UserError(f"task {task!r} has {len(names)} label(s) in the training split {names}; a classifier "
-                             f"needs at least 2. Check which column the Sources map to {task!r}")
+                            f"needs at least 2. Check which column the Sources map to {task!r}")
         maps[task] = names
     return maps
 
@@ -358,7 +358,7 @@ def check_labels(examples, maps, split):
         for task, label in ex.labels.items():
             if label is not None and task in known and label not in known[task]:
                 raise UserError(f"{split} example {ex.id}: {task} label {label!r} never occurs in training; known "
-                                 f"labels: {maps[task]}. Drop such rows or change the split so training sees it")
+                                f"labels: {maps[task]}. Drop such rows or change the split so training sees it")
 
 
 def encode_labels(examples, maps):
@@ -407,7 +407,7 @@ def plan_epoch(train, tasks, batch_size, mode, seed, epoch, temperature=1.0):
     check_mixing(mode)
     if not train or not tasks or batch_size < 1 or temperature <= 0:
         raise UserError(f"plan_epoch needs training examples ({len(train)}), tasks ({list(tasks)}), batch_size >= 1 "
-                         f"({batch_size}) and temperature > 0 ({temperature})")
+                        f"({batch_size}) and temperature > 0 ({temperature})")
     rng = random.Random(f"plan:{seed}:{epoch}")  # never the global RNG: the plan must not depend on what ran before
     if mode == "joint":  # one pool; each batch trains every head on the rows that have its label
         pool = _Pool(range(len(train)), rng)

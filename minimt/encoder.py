@@ -111,7 +111,7 @@ class SentenceEncoder:
         texts = check_texts([sentences] if single else sentences)
         if precision != "float32":
             raise UserError(f"precision={precision!r} is not supported; minimt returns 'float32' embeddings "
-                             f"(for bfloat16 compute, load with from_pretrained(..., dtype='bfloat16'))")
+                            f"(for bfloat16 compute, load with from_pretrained(..., dtype='bfloat16'))")
         for name, v in (("batch_size", batch_size), ("max_tokens", max_tokens)):
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise UserError(f"{name} must be a positive integer or None, got {v!r}")
@@ -190,6 +190,6 @@ def check_texts(sentences):
                 t.encode("utf-8")
             except UnicodeEncodeError as e:  # bytes read as text with errors="surrogateescape", e.g. from argv
                 raise UserError(f"sentences[{i}] is not valid Unicode: {t[e.start]!r} at position {e.start} is a "
-                                 f"lone surrogate, usually a byte that was not UTF-8; decode the input as UTF-8 "
-                                 f"first") from None
+                                f"lone surrogate, usually a byte that was not UTF-8; decode the input as UTF-8 "
+                                f"first") from None
     return texts

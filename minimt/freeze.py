@@ -35,7 +35,7 @@ def resolve(model, target):
     """A target -> the names of the units it covers, in model.units() order."""
     if not isinstance(target, str):
         raise UserTypeError(f"target {target!r} is not a string; pass several as freeze(model, 'a', 'b'). "
-                        + _forms(model))
+                            + _forms(model))
     L = _n_layers(model)
     layers = [f"layer.{i}" for i in range(L)]
     heads = [f"head.{t}" for t in model.heads]
@@ -54,7 +54,7 @@ def resolve(model, target):
         b = int(m[2]) if m[2] is not None else a
         if not 0 <= a <= b < L:
             raise UserError(f"target {target!r}: layers {a}-{b} are not within 0-{L - 1} "
-                             f"(the model has {L} layers, 0 = nearest the embeddings). " + _forms(model))
+                            f"(the model has {L} layers, 0 = nearest the embeddings). " + _forms(model))
         return layers[a:b + 1]
     if kind == "top":
         if not re.fullmatch(r"\d+", arg) or int(arg) > L:
@@ -137,7 +137,7 @@ def param_groups(model, lr, weight_decay=0.01, layer_decay=1.0, head_lr=0.0):
     groups = _groups(model, {name for name, _ in model.units()}, lr, weight_decay, layer_decay, head_lr)
     if not groups:
         raise UserError("every parameter is frozen, so there is nothing to train; unfreeze a target first, "
-                         "e.g. unfreeze(model, 'head:<task>')")
+                        "e.g. unfreeze(model, 'head:<task>')")
     in_groups = [id(p) for g in groups for p in g["params"]]
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert len(in_groups) == len(set(in_groups)), "a parameter landed in two groups"
@@ -194,10 +194,10 @@ def open_units(model, optimizer, names, lr, weight_decay=0.01, layer_decay=1.0, 
             continue
         if any(grads):
             raise UserError(f"unit {name} is partly frozen (some tensors were set by hand); open_units opens "
-                             f"whole frozen units only: unfreeze(model, ...) it and rebuild the optimizer")
+                            f"whole frozen units only: unfreeze(model, ...) it and rebuild the optimizer")
         if any(id(p) in held for p in units[name].parameters()):
             raise UserError(f"the optimizer already holds tensors of the frozen unit {name}; build it with "
-                             f"param_groups(model, ...), which leaves frozen tensors out")
+                            f"param_groups(model, ...), which leaves frozen tensors out")
         opened.append(name)
     for name in opened:
         for p in units[name].parameters():

@@ -244,4 +244,4 @@ class BertModel(nn.Module):
     def check_length(self, T):
         if T > self.config.max_position_embeddings:
             raise UserError(f"a text of {T} tokens is longer than max_position_embeddings "
-                             f"{self.config.max_position_embeddings}; truncate the input")
+                            f"{self.config.max_position_embeddings}; truncate the input")

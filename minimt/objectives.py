@@ -82,7 +82,7 @@ def pair_tasks(sources):
         if (first.kind, first.loss, first.scale, first.score_scale) != (src.kind, src.loss, src.scale,
                                                                         src.score_scale):
             raise UserError(f"task {src.task!r} is defined twice with different kind/loss/scale ({first.path} and "
-                             f"{src.path}); give both sources the same settings")
+                            f"{src.path}); give both sources the same settings")
     return specs
 
 

@@ -34,7 +34,7 @@ class Tokenizer:
             self.tok = HFTokenizer.from_file(str(path))
         except Exception as e:  # tokenizers raises a bare Exception for a missing or broken file
             raise UserError(f"cannot read tokenizer {path}: {e}; the checkpoint directory needs the "
-                             f"tokenizer.json of its model") from None
+                            f"tokenizer.json of its model") from None
         # replace whatever tokenizer.json says: cut at max_seq_length (special tokens included), no padding
         # here, because each batch is padded on its own to its longest text (see pad)
         self.set_max_seq_length(max_seq_length)

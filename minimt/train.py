@@ -90,7 +90,7 @@ class TrainConfig:
                 setattr(self, f.name, v)
             if not of_type(v, f.type):
                 raise UserError(f"setting {f.name}={v!r} must be {TYPE_NAMES[f.type]} (e.g. --{f.name}="
-                                 f"{json.dumps(f.default_factory() if callable(f.default_factory) else f.default)})")
+                                f"{json.dumps(f.default_factory() if callable(f.default_factory) else f.default)})")
         for name, (ok, rule) in RANGES.items():
             if not ok(getattr(self, name)):
                 raise UserError(f"setting {name}={getattr(self, name)!r} is out of range: it must be {rule}")
@@ -352,7 +352,7 @@ def start(cfg, device, rank, world, log):
         resume(run)
         log(f"resuming from {Path(cfg.out_dir) / 'last'} at step {run.step}")
     log(trainable_table(model, run.opt.param_groups))
-    if cfg.cache_embeddings:
+    if cfg.cache_embeddings and run.step < run.total:  # a finished run (--resume) encodes nothing
         t = time.perf_counter()
         run.cache = EmbeddingCache(model, [ex.text for exs in splits.values() for ex in exs])
         log(f"embedding cache: {len(run.cache.row)} distinct texts encoded once in {time.perf_counter() - t:.1f}s")
@@ -493,8 +493,8 @@ def load_config(path, overrides=()):
             d = json.load(f)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON at line {e.lineno} column {e.colno} ({e.msg}); a training config "
-                         f"is one JSON object, see examples/train_multidomain.json") from None
-    except UnicodeDecodeError as e:
+                        f"is one JSON object, see examples/train_multidomain.json") from None
+    except UnicodeDecodeError:
         raise not_utf8(path) from None
     if not isinstance(d, dict):
         raise UserError(f"{path}: holds a JSON {type(d).__name__}; a training config is one JSON object")

@@ -145,7 +145,7 @@ def load_weights(model, path):
             if shape != expected[ours]:
                 third = "" if ours[1] is None else "its third of "  # a part of a stacked tensor
                 raise UserError(f"{path}: {ckpt_key!r} has shape {shape} but {third}{ours[0]!r} needs "
-                                 f"{expected[ours]}; config.json does not match the weights")
+                                f"{expected[ours]}; config.json does not match the weights")
 
         params = dict(model.named_parameters())
         with torch.no_grad():

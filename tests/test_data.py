@@ -299,7 +299,8 @@ def test_a_lone_surrogate_in_jsonl_is_refused_when_read(tmp_path):
     """JSON may escape half a surrogate pair (\\udcff); that is no text, and the tokenizer would fail on it mid-run."""
     f = tmp_path / "rows.jsonl"
     f.write_text('{"text": "fine", "topic": "a"}\n{"text": "bad \\udcff here", "topic": "b"}\n', encoding="utf-8")
-    with pytest.raises(UserError, match=r"rows.jsonl:2: field 'text' holds a lone surrogate \('\\udcff' at position 4\)"):
+    lone = r"rows.jsonl:2: field 'text' holds a lone surrogate \('\\udcff' at position 4\)"
+    with pytest.raises(UserError, match=lone):
         read_jsonl(f)
     with pytest.raises(UserError, match=r"rows.jsonl:2: field 'text'"):
         read_source(Source(path=str(f), text="text", labels={"topic": "topic"}))

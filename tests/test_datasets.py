@@ -280,4 +280,5 @@ def test_the_readme_table_matches_the_registry():
         for f in ds.files:
             assert f"{f.repo}@{f.commit[:7]}" in row.group(1), f"docs/data.md row {name}: no {f.repo}@{f.commit[:7]}"
         size = f"{sum(f.size for f in ds.files) / 1e6:.1f} MB, {len(ds.files)} file"
-        assert size in row.group(1) and ds.licence in row.group(1), f"docs/data.md row {name}: expected {size}, {ds.licence}"
+        assert size in row.group(1) and ds.licence in row.group(1), \
+            f"docs/data.md row {name}: expected {size}, {ds.licence}"

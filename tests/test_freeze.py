@@ -327,8 +327,10 @@ def test_freeze_takes_names_not_a_list(model):
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(lr=0), "lr=0 is out of range: it must be > 0"), (dict(weight_decay=-0.1), "weight_decay=-0.1 is out of range: it must be >= 0"),
-    (dict(layer_decay=0), r"layer_decay=\S+ is out of range: it must be in \(0, 1\]"), (dict(layer_decay=1.5), r"layer_decay=\S+ is out of range: it must be in \(0, 1\]"),
+    (dict(lr=0), "lr=0 is out of range: it must be > 0"),
+    (dict(weight_decay=-0.1), "weight_decay=-0.1 is out of range: it must be >= 0"),
+    (dict(layer_decay=0), r"layer_decay=0 is out of range: it must be in \(0, 1\]"),
+    (dict(layer_decay=1.5), r"layer_decay=1.5 is out of range: it must be in \(0, 1\]"),
     (dict(head_lr=-1.0), r"head_lr=-1.0 is out of range: it must be >= 0 \(0 = the top layer.s lr\)")])
 def test_bad_rates_are_named(model, kw, message):
     with pytest.raises(ValueError, match=message):

@@ -1,9 +1,11 @@
 """The package's shape: dependencies run one way, and no function grows past what a reader takes in at once.
 
-    core (the top of minimt/) ──► io/ (files, checkpoints, downloads, ...) ──► tools/ (the command line, ...)
-    read left to right as "is imported by": the core's lower half imports nothing but itself; io/ may build the
-    core's models; the core's upper half (encoder, multitask, data, train, evaluate) may call io/ to find, check
-    and write files; tools/ may import anything; nothing imports tools/.
+    lower core  ◄──  io/  ◄──  upper core  ◄──  tools/        (each arrow points at what is imported)
+
+    lower core   config, model, tokenizer, pooling, weights, ...: imports nothing outside itself
+    io/          files, checkpoints, downloads, ...: builds the lower core's objects, never the upper core's
+    upper core   encoder, multitask, data, evaluate, train: calls io/ to find, check and write files
+    tools/       the command line, trace, plot, corpus: may import anything; nothing imports it
 
 Every import counts, at the top of a file or inside a function.
 """

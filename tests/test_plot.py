@@ -60,7 +60,8 @@ def test_plot_study_writes_a_png(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    (b'{"split": "train", "step": 1, "loss": 0.5, "lr": {"0": 1e-4}}\n{"split": "tr', r"metrics.jsonl:2: not valid JSON"),
+    (b'{"split": "train", "step": 1, "loss": 0.5, "lr": {"0": 1e-4}}\n{"split": "tr',
+     r"metrics.jsonl:2: not valid JSON"),
     (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", r"metrics.jsonl:1: not UTF-8 text"),
     (b'[1, 2]\n', r"metrics.jsonl:1: a JSON list, not an object"),
     (b'{"split": "train", "step": 1}\n', r"metrics.jsonl:1: a train line needs step, loss, lr"),

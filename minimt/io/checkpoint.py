@@ -192,14 +192,14 @@ def load_train_state(path):
         return torch.load(f, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as e:  # what a cut-off or damaged file raises
         raise UserError(f"{f} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
-                         f"it was cut off or damaged; {FIX}, or start the run again without --resume") from None
+                        f"it was cut off or damaged; {FIX}, or start the run again without --resume") from None
 
 
-def checked_file(d, meta, name):
-    """d/name, its sha256 checked against the one recorded in d/checkpoint.json."""
+def checked_file(d, meta, name, record="checkpoint.json"):
+    """d/name, its sha256 checked against the one `meta` (read from d/record) records for it."""
     if name not in meta.get("sha256", {}):
-        raise UserError(f"{d / 'checkpoint.json'} records no sha256 for {name}; {REDO}")
-    return check_sha256(d / name, meta["sha256"][name], d / "checkpoint.json", REDO)
+        raise UserError(f"{d / record} records no sha256 for {name}; {REDO}")
+    return check_sha256(d / name, meta["sha256"][name], d / record, REDO)
 
 
 def check_heads(tasks, outputs, want, labels_file, tensors_file):
@@ -213,10 +213,10 @@ def check_heads(tasks, outputs, want, labels_file, tensors_file):
                 raise UserError(f"{labels_file}: task {task!r} has no head in {tensors_file}; {REDO}")
             if task not in tasks:
                 raise UserError(f"{tensors_file}: head {task!r} has no label list under 'tasks' in {labels_file}; "
-                                 f"{REDO}")
+                                f"{REDO}")
             if outputs[task] != len(tasks[task]):
                 raise UserError(f"{labels_file}: head {task!r} has {outputs[task]} outputs in {tensors_file.name} "
-                                 f"but {len(tasks[task])} labels here: the label list was edited; {REDO}")
+                                f"but {len(tasks[task])} labels here: the label list was edited; {REDO}")
     if want is not None and labels_sha256(tasks) != want:
         raise UserError(f"{labels_file}: the label lists under 'tasks' do not match the labels_sha256 recorded with "
-                         f"them: they were edited (reordered, renamed) after saving; {REDO}")
+                        f"them: they were edited (reordered, renamed) after saving; {REDO}")

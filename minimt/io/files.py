@@ -89,7 +89,7 @@ def new_temp(path, option="--output"):
         raise IsADirectoryError(f"{path} is a directory, not a file: choose another {option}")
     if path.exists() and not path.is_file():  # a rename would replace the device or pipe itself (/dev/full)
         raise UserError(f"{path} is not a regular file (a device, pipe or socket); minimt writes a file whole and "
-                         f"renames it into place: choose another {option}")
+                        f"renames it into place: choose another {option}")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"directory {path.parent} does not exist: create it or choose another {option}")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")

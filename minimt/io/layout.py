@@ -12,9 +12,6 @@ from pathlib import Path
 
 from minimt.io.checkpoint import leftovers
 
-KINDS = ("checkpoint", "export", "sentence-transformers", "transformers")
-
-
 def kind(path):
     path = Path(path)
     if (path / "checkpoint.json").exists() or (not path.exists() and leftovers(path, "old")):

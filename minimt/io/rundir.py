@@ -52,7 +52,7 @@ def claim(cfg, log=print, enabled=True):
             check_resume(cfg, out)
         elif present:
             raise UserError(f"out_dir {out} already holds a run ({', '.join(present)}); continue it with "
-                             f"--resume=true, start it over with --overwrite=true, or choose another --out_dir")
+                            f"--resume=true, start it over with --overwrite=true, or choose another --out_dir")
         yield
     finally:
         release(cfg)
@@ -70,7 +70,7 @@ def take_lock(path, log):
                 path.unlink(missing_ok=True)
                 continue
             raise UserError(f"{path.parent} is in use by another training run ({describe(holder)}); wait for it, "
-                             f"or choose another --out_dir") from None
+                            f"or choose another --out_dir") from None
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
         return
@@ -118,13 +118,13 @@ def check_resume(cfg, out):
         saved = json.loads(meta_path.read_text(encoding="utf-8"))["train"]
     except (ValueError, KeyError):
         raise UserError(f"{meta_path} is damaged (not the JSON a checkpoint writes); start over with "
-                         f"--overwrite=true") from None
+                        f"--overwrite=true") from None
     exact = [f.name for f in fields(cfg) if f.name not in cfg.SAFE_TO_CHANGE]  # the settings that shape the weights
     changed = [f"{k} {saved[k]!r} -> {getattr(cfg, k)!r}" for k in exact if k in saved and saved[k] != getattr(cfg, k)]
     if changed and not cfg.resume_force:
         raise UserError(f"--resume: settings differ from the run saved in {out / 'last'}: {'; '.join(changed)}. "
-                         f"Resume with the original values, or add --resume_force=true to continue anyway "
-                         f"(no longer exact)")
+                        f"Resume with the original values, or add --resume_force=true to continue anyway "
+                        f"(no longer exact)")
 
 
 def trim_metrics(path, step):

@@ -23,7 +23,7 @@ def pyplot():
         import matplotlib.pyplot as plt
     except ImportError:
         raise UserError("plotting needs matplotlib, an optional extra: pip install 'minimt[plot]' "
-                           "(or pip install matplotlib)") from None
+                        "(or pip install matplotlib)") from None
     return plt
 
 

@@ -144,7 +144,7 @@ def trace(encoder, text, top_k=5):
     check_texts([text])
     if not isinstance(top_k, int) or not 1 <= top_k <= len(WORDS):
         raise UserError(f"top_k (--top) must be an integer from 1 to {len(WORDS)} (the built-in words), "
-                         f"got {top_k!r}")
+                        f"got {top_k!r}")
     start = time.perf_counter()
     bert, cfg = encoder.model, encoder.config
     ids = encoder.tokenizer.encode([text])[0]
