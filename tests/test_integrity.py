@@ -160,18 +160,23 @@ def test_finite_check_is_exact():
         check_finite("x.safetensors", "big", big, "fix")
 
 
+EXPORT_SHA = r"sha256 .* does not match .* recorded in .*export.json: the file was changed"
+
+
 @pytest.mark.parametrize("edit, message", [
-    (lambda d: edit_json(d / "heads.json", lambda m: m["tasks"]["topic"].reverse()),
-     r"heads.json: the label lists under 'tasks' do not match the labels_sha256"),
-    (lambda d: edit_json(d / "heads.json", lambda m: m["tasks"]["topic"].pop()),
-     r"heads.json: head 'topic' has 3 outputs in heads.safetensors but 2 labels"),
-    (lambda d: truncate(d / "heads.json"), r"heads.json is not valid JSON"),
-    (lambda d: tamper(d / "heads.safetensors"), r"heads.safetensors: sha256 .* does not match .* recorded in"),
-    (lambda d: tamper(d / "model.safetensors"), r"model.safetensors: sha256 .* does not match .* recorded in"),
-    (lambda d: edit_json(d / "heads.json", lambda m: m["sha256"].pop("heads.safetensors")),
-     r"heads.json records no sha256 for heads.safetensors"),
-], ids=["reversed-labels", "one-label-fewer", "truncated-heads.json", "tampered-heads", "tampered-encoder",
-        "no-recorded-hash"])
+    (lambda d: edit_json(d / "heads.json", lambda m: m["tasks"]["topic"].reverse()), "heads.json: " + EXPORT_SHA),
+    (lambda d: truncate(d / "heads.json"), "heads.json: " + EXPORT_SHA),
+    (lambda d: tamper(d / "heads.safetensors"), "heads.safetensors: " + EXPORT_SHA),
+    (lambda d: tamper(d / "model.safetensors"), "model.safetensors: " + EXPORT_SHA),
+    (lambda d: edit_json(d / "config.json", lambda m: m.update(num_attention_heads=8)), "config.json: " + EXPORT_SHA),
+    (lambda d: edit_json(d / "1_Pooling" / "config.json", lambda m: m.update(pooling_mode_mean_tokens=False,
+                                                                             pooling_mode_cls_token=True)),
+     "1_Pooling/config.json: " + EXPORT_SHA),
+    (lambda d: edit_json(d / "export.json", lambda m: m["sha256"].pop("heads.safetensors")),
+     r"export.json records no sha256 for heads.safetensors"),
+    (lambda d: truncate(d / "export.json"), r"export.json is not valid JSON"),
+], ids=["reversed-labels", "truncated-heads.json", "tampered-heads", "tampered-encoder", "config.json-8-heads",
+        "pooling-cls", "no-recorded-hash", "truncated-record"])
 def test_damaged_export_is_named(tmp_path, model, edit, message):
     d = model.save(tmp_path / "export")
     assert MultiTaskModel.from_checkpoint(d).tasks == TASKS
@@ -198,7 +203,7 @@ def test_changed_weights_are_hashed_unchanged_are_not(weights_dir, monkeypatch, 
     source = str(weights_dir) if by == "path" else "tiny"  # both go through download.locate
     f, record = weights_dir / "model.safetensors", weights_dir / download.RECORD
     SentenceEncoder.from_pretrained(source)  # the first load: hashed and recorded
-    seen = json.loads(record.read_text())
+    seen = json.loads(record.read_text())["files"]["model.safetensors"]
     assert seen == {"sha256": sha256_of(f), "size": f.stat().st_size, "mtime_ns": f.stat().st_mtime_ns}
 
     def no_hashing(path):
@@ -229,7 +234,7 @@ def test_weights_change_that_keeps_size_and_mtime_goes_unseen(weights_dir):
 
 def test_pinned_sha256_wins_over_the_record(weights_dir, monkeypatch):
     SentenceEncoder.from_pretrained(weights_dir)
-    monkeypatch.setitem(download.KNOWN, "tiny", Pretrained("org/tiny", sha256="0" * 64))
+    monkeypatch.setitem(download.KNOWN, "tiny", Pretrained("org/tiny", sha256={"model.safetensors": "0" * 64}))
     with pytest.raises(ValueError, match=r"does not match the 0{64} pinned for tiny in minimt/io/download.py"):
         SentenceEncoder.from_pretrained(weights_dir)
 
@@ -271,7 +276,7 @@ def test_recover_keeps_damaged_copies_when_none_is_intact(tmp_path, model):
     truncate(run / ".last.old-7" / "checkpoint.json")
     before = files(run)
     [message] = checkpoint.recover(run / "last")
-    assert "no copy left by an interrupted save is intact" in message and ".last.old-7" in message
+    assert "no copy left by an interrupted write is intact" in message and ".last.old-7" in message
     assert files(run) == before
     with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*last .*\.last\.old-7 is damaged: UserError"):
         checkpoint.find(run / "last")

@@ -2,7 +2,8 @@
 
     <dir>/model.safetensors   every tensor, minimt names (bert.layers.0.attn.qkv.weight, heads.topic.out.bias)
     <dir>/checkpoint.json     model config, tasks and their label lists, head kind, training config, step, metrics,
-                              versions, and the sha256 of the label lists and of each file beside it
+                              versions, and the sha256 of the label lists, of the model settings (config, head
+                              kind, dropout) and of each file beside it
     <dir>/tokenizer.json      the tokenizer, so the directory is self-contained
     <dir>/train_state.pt      (the "last" checkpoint only) optimizer state and RNG, for --resume
 
@@ -10,17 +11,15 @@ Written atomically: everything goes into a fresh temporary directory which is th
 killed at any instant (kill -9) leaves either the previous checkpoint or the new one, never half of each.
 recover() clears what such a kill leaves beside the checkpoint (.<name>.tmp-<pid>, .<name>.old-<pid>).
 
-Checked when read: checkpoint.json records the sha256 of each file save() wrote and of the label lists; a changed or
-damaged file, a cut-off file, an edited label list, a head whose output count is not its label count, or a NaN/inf
+Checked when read: checkpoint.json records the sha256 of each file save() wrote, of the label lists and of the model
+settings; a changed or damaged file, a cut-off file, an edited label list or model setting, a head whose output count is not its label count, or a NaN/inf
 weight is a UserError naming the file.
 """
 import hashlib
 import json
-import os
 import pickle
 import platform
 import re
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from safetensors.torch import save_file
 
 from minimt.config import BertConfig, read_json
 from minimt.errors import UserError
+from minimt.io import files
 from minimt.io.files import check_sha256, fresh_dir, publish, sha256_of, write_json
 from minimt.model import BertModel
 from minimt.tokenizer import Tokenizer
@@ -53,86 +53,68 @@ def save(path, model, meta, train_state=None):
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, tmp / "model.safetensors")
     model.tokenizer.tok.save(str(tmp / "tokenizer.json"))
-    files = ["model.safetensors", "tokenizer.json"]
+    names = ["model.safetensors", "tokenizer.json"]
     if train_state is not None:
         torch.save(train_state, tmp / "train_state.pt")
-        files.append("train_state.pt")
-    # recorded last, so nothing in `meta` can overwrite them: what the loaders check the files and labels against
-    meta = {"model": asdict(model.config), "tasks": model.tasks, "head": model.head_kind,
-            "dropout": model.dropout, "versions": versions(), **meta,
-            "labels_sha256": labels_sha256(model.tasks), "sha256": {f: sha256_of(tmp / f) for f in files}}
+        names.append("train_state.pt")
+    settings = {"model": asdict(model.config), "head": model.head_kind, "dropout": model.dropout}
+    # recorded last, so nothing in `meta` can overwrite them: what the loaders check the files, settings and labels
+    # against
+    meta = {**settings, "tasks": model.tasks, "versions": versions(), **meta,
+            "labels_sha256": labels_sha256(model.tasks), "model_sha256": json_sha256(settings),
+            "sha256": {f: sha256_of(tmp / f) for f in names}}
     write_json(tmp / "checkpoint.json", meta)
     return publish(tmp, path)
+
+
+def json_sha256(obj):
+    """sha256 of a JSON value, keys sorted: the same settings give the same hash whatever their order in the file."""
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def labels_sha256(tasks):
     """sha256 of the label maps {task: [label, ...]}: reordering, renaming, adding or removing a label changes it
     (the tasks are sorted by name, the labels keep their order: a label's position is its class index)."""
-    text = json.dumps(tasks, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return json_sha256(tasks)
 
 
-def leftovers(path, kind):
-    """The .<name>.tmp-<pid> (kind "tmp") or .<name>.old-<pid> (kind "old") directories beside `path`, nothing else."""
-    path = Path(path)
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.{kind}-\d+")
-    if not path.parent.is_dir():
-        return []
-    return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir())
+def read_record(d):
+    """checkpoint.json of the checkpoint directory `d`, its label lists and model settings checked (check_record)."""
+    meta = read_json(d / "checkpoint.json", REDO)
+    check_record(d, meta)
+    return meta
 
 
-def newest_intact(olds):
-    """(the directory among `olds` with the highest step in its checkpoint.json that passes intact() or None, that
-    step, {directory: why it was passed over}). A checkpoint.json without a step ranks lowest."""
-    steps, rejected = {}, {}
-    for d in olds:
-        try:
-            steps[d] = intact(d).get("step", -1)
-        except (ValueError, FileNotFoundError, KeyError) as e:  # KeyError: a checkpoint.json without "tasks"
-            rejected[d] = f"{type(e).__name__}: {e}"
-    if not steps:
-        return None, None, rejected
-    best = max(steps, key=lambda d: (steps[d], d.name))
-    return best, steps[best], rejected
+def check_record(d, meta, outputs=None, tensors_file=None):
+    """The label lists and the model settings (the config, head kind and dropout the model is built from) of
+    checkpoint.json against the hashes save() recorded with them; with `outputs`, each head's output count too."""
+    check_heads(meta["tasks"], outputs, meta["labels_sha256"], d / "checkpoint.json", tensors_file)
+    settings = {k: meta.get(k) for k in ("model", "head", "dropout")}
+    if json_sha256(settings) != meta.get("model_sha256"):
+        raise UserError(f"{d / 'checkpoint.json'}: the model settings ('model', 'head', 'dropout') do not match the "
+                        f"model_sha256 recorded with them: they were edited after saving; {REDO}")
+
+
+def step(d):
+    """The step of the intact checkpoint `d` (-1 if its checkpoint.json records none): how recover() and find()
+    rank the copies an interrupted save left."""
+    return intact(d).get("step", -1)
 
 
 def intact(d):
     """checkpoint.json of the directory `d`, after checking that every file is there and matches its recorded
     sha256 and the label lists match theirs: enough to choose among leftover copies without loading them."""
-    meta = read_json(d / "checkpoint.json", REDO)
+    meta = read_record(d)
     for name in meta["sha256"]:
         checked_file(d, meta, name)
-    check_heads(meta["tasks"], None, meta["labels_sha256"], d / "checkpoint.json", None)
     return meta
 
 
 def recover(path):
-    """Clean up after saves of the checkpoint at `path` that were killed; returns one message per action, to log.
-    Call it before training writes to `path` again, from one process only: it deletes the temporary directories
-    of any save in progress.
-      .<name>.tmp-<pid>   a save that never finished: removed
-      .<name>.old-<pid>   the previous checkpoint, kept by publish() until the new one is in place: removed if
-                          `path` exists; otherwise the newest intact one (by step) goes back to `path`, the rest
-                          are removed (if none is intact, all are kept, for a person to look at)."""
-    path = Path(path)
-    done = []
-    for tmp in leftovers(path, "tmp"):
-        shutil.rmtree(tmp)
-        done.append(f"removed {tmp}: a save of {path} that never finished")
-    olds = leftovers(path, "old")
-    if olds and not path.exists():
-        best, step, rejected = newest_intact(olds)
-        if best is None:
-            return done + [f"{path} is missing and no copy left by an interrupted save is intact; kept them for you "
-                           f"to inspect or delete: " + "; ".join(f"{d}: {why}" for d, why in rejected.items())]
-        os.rename(best, path)
-        olds.remove(best)
-        done.append(f"{path} was missing (a save was interrupted): put back the previous checkpoint {best.name} "
-                    f"(step {step})")
-    for old in olds:
-        shutil.rmtree(old)
-        done.append(f"removed {old}: a previous checkpoint of {path} left by an interrupted save")
-    return done
+    """Clean up after saves of the checkpoint at `path` that were killed (files.recover); call it before training
+    writes to `path` again."""
+    return files.recover(path, step, "checkpoint")
 
 
 def find(path):
@@ -140,10 +122,9 @@ def find(path):
     path = Path(path)
     if (path / "checkpoint.json").exists():
         return path
-    olds = leftovers(path, "old")
-    best, step, rejected = newest_intact(olds)
+    best, n, rejected = files.newest_intact(files.leftovers(path, "old"), step)
     if best is not None:
-        print(f"{path} is missing: a save was interrupted; using the previous checkpoint {best} (step {step})")
+        print(f"{path} is missing: a save was interrupted; using the previous checkpoint {best} (step {n})")
         return best
     damaged = "".join(f"; {d} is damaged: {why}" for d, why in rejected.items())
     raise FileNotFoundError(f"no checkpoint at {path} (expected {path / 'checkpoint.json'}){damaged}; "
@@ -151,11 +132,8 @@ def find(path):
 
 
 def read_meta(path):
-    """checkpoint.json of the checkpoint at `path`, its label lists checked against the hash save() recorded."""
-    d = find(path)
-    meta = read_json(d / "checkpoint.json", REDO)
-    check_heads(meta["tasks"], None, meta["labels_sha256"], d / "checkpoint.json", None)
-    return meta
+    """checkpoint.json of the checkpoint at `path`, its label lists and model settings checked (read_record)."""
+    return read_record(find(path))
 
 
 def read(path):
@@ -176,7 +154,7 @@ def _checked(d):
     f = checked_file(d, meta, "model.safetensors")
     state = read_tensors(f, FIX)
     outputs = {k.split(".")[1]: len(v) for k, v in state.items() if re.fullmatch(r"heads\.\w+\.out\.weight", k)}
-    check_heads(meta["tasks"], outputs, meta["labels_sha256"], d / "checkpoint.json", f)
+    check_record(d, meta, outputs, f)
     return meta, state
 
 
@@ -186,7 +164,7 @@ def load_tensors(path):
 
 def load_train_state(path):
     d = find(path)
-    f = checked_file(d, read_json(d / "checkpoint.json", REDO), "train_state.pt")
+    f = checked_file(d, read_record(d), "train_state.pt")
     try:
         # weights_only: plain tensors and containers, never arbitrary pickled objects
         return torch.load(f, weights_only=True)

@@ -10,14 +10,20 @@
     2_Normalize/                       only when the model L2-normalises
     config_sentence_transformers.json  the similarity function: cosine
     heads.safetensors, heads.json      a MultiTaskModel's task heads and their label names (others ignore them);
-                                       heads.json records the sha256 of the label lists and of both safetensors files
+                                       heads.json records the sha256 of the label lists
+    export.json                        written last: minimt's record of the sha256 of every file above, which
+                                       minimt checks on every load (sentence-transformers and transformers ignore it)
 
 Two tensors are written that minimt does not use, so that transformers finds every key it expects:
   pooler.dense      BertModel's pooler (tanh(W h_CLS + b)), never used by a sentence encoder; written as W = I, b = 0
   token_type        a DistilBERT has no segment table; BERT gets one row of zeros, which adds nothing to type 0
 The directory is written atomically (files.fresh_dir / publish): readers see the old one or the new one.
+export.json also marks the directory as minimt's own: check_target lets a new export replace a previous export
+and nothing else (a folder of other files, the input itself, a run holding it), and recover() cleans up after an
+export that was killed.
 """
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -25,7 +31,8 @@ from safetensors.torch import save_file
 
 from minimt.config import read_json
 from minimt.errors import UserError
-from minimt.io.checkpoint import REDO, check_heads, checked_file, labels_sha256
+from minimt.io import files
+from minimt.io.checkpoint import REDO, check_heads, checked_file, labels_sha256, versions
 from minimt.io.files import fresh_dir, publish, sha256_of, write_json
 from minimt.weights import checkpoint_tensors, read_tensors
 
@@ -34,7 +41,8 @@ MODULE_TYPES = {"Transformer": "sentence_transformers.models.Transformer",  # th
                 "Normalize": "sentence_transformers.models.Normalize"}
 SPECIAL = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]",
            "mask_token": "[MASK]"}
-SIGNED = ["model.safetensors", "heads.safetensors"]  # the files whose sha256 heads.json records
+RECORD = "export.json"
+OVERWRITE = "--overwrite"  # the flag that lets an export replace what is not a previous export
 
 
 def bert_config(cfg):
@@ -79,6 +87,8 @@ def save_sentence_transformer(bert, tokenizer, path, multitask=None):
     """Write `bert` (a minimt BertModel) and its Tokenizer as a sentence-transformers directory at `path`;
     with `multitask` (a MultiTaskModel around the same encoder), its heads too."""
     cfg, path = bert.config, Path(path)
+    for message in recover(path):  # a killed export's leftovers; its previous export back in place, if lost
+        print(message)
     tmp = fresh_dir(path)
     (tmp / "1_Pooling").mkdir()
     save_file(bert_state(bert), tmp / "model.safetensors", metadata={"format": "pt"})
@@ -102,19 +112,88 @@ def save_sentence_transformer(bert, tokenizer, path, multitask=None):
         save_file({k: v.detach().float().contiguous() for k, v in multitask.heads.state_dict().items()},
                   tmp / "heads.safetensors")
         write_json(tmp / "heads.json", {"tasks": multitask.tasks, "head": multitask.head_kind,
-                                        "dropout": multitask.dropout, "labels_sha256": labels_sha256(multitask.tasks),
-                                        "sha256": {f: sha256_of(tmp / f) for f in SIGNED}})
+                                        "dropout": multitask.dropout, "labels_sha256": labels_sha256(multitask.tasks)})
+    written = sorted(f.relative_to(tmp).as_posix() for f in tmp.rglob("*") if f.is_file())
+    write_json(tmp / RECORD, {"written_by": "minimt export", "versions": versions(),
+                              "sha256": {name: sha256_of(tmp / name) for name in written}})
     return publish(tmp, path)
 
 
+def is_export(path):
+    return (Path(path) / RECORD).is_file()
+
+
+def check(path, names=None):
+    """Check the files `names` (default: every file) of the export at `path` against the sha256 export.json records:
+    a changed file is an error naming it. Returns export.json."""
+    path = Path(path)
+    meta = read_json(path / RECORD, REDO)
+    for name in meta["sha256"] if names is None else names:
+        checked_file(path, meta, name, RECORD)
+    return meta
+
+
+def rank(d):
+    """How recover() chooses among the copies an interrupted export left: an intact one, the newest first."""
+    check(d)
+    return (d / RECORD).stat().st_mtime_ns
+
+
+def find(path):
+    """The previous export an export to the missing `path` left when it was killed between its two renames."""
+    best, _, rejected = files.newest_intact(files.leftovers(path, "old"), rank)
+    if best is None:
+        damaged = "".join(f"; {d} is damaged: {why}" for d, why in rejected.items())
+        raise FileNotFoundError(f"no export at {path}{damaged}; export it again")
+    print(f"{path} is missing: an export was interrupted; using the previous export {best}", file=sys.stderr)
+    return best
+
+
+def recover(path):
+    """Clean up after exports to `path` that were killed (files.recover)."""
+    return files.recover(path, rank, "export")
+
+
+def check_target(out, src, overwrite=False):
+    """Refuse, before any work, an export to `out` that would destroy what the command was not asked to replace:
+    the input itself or a folder holding it (always), a file, or a non-empty folder that is not a previous export
+    (unless `overwrite`). A previous export may hold nothing but its own files: export replaces it whole."""
+    out, src = Path(out), Path(src)
+    o, s = out.resolve(), src.resolve()
+    if o == s or o in s.parents or s in o.parents:
+        relation = "is" if o == s else "contains" if o in s.parents else "lies inside"
+        raise UserError(f"{out} {relation} the input {src}: writing it would replace what is read; choose an OUT_DIR "
+                        f"outside {src}")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        if overwrite:
+            return
+        raise UserError(f"{out} is a file, and export writes a directory: choose another OUT_DIR, or give "
+                        f"{OVERWRITE} to replace the file")
+    if not out.is_dir() or not any(out.iterdir()) or overwrite:
+        return
+    if not is_export(out):
+        raise UserError(f"{out} is a folder that is not a minimt export ({listing(out)}): export replaces only a "
+                        f"previous export; choose a new or empty OUT_DIR, or give {OVERWRITE} to replace it")
+    ours = {Path(name).parts[0] for name in read_json(out / RECORD, REDO).get("sha256", {})} | {RECORD}
+    # an empty folder (2_Normalize) holds nothing to lose
+    extra = sorted(p.name for p in out.iterdir() if p.name not in ours and not (p.is_dir() and not any(p.iterdir())))
+    if extra:
+        raise UserError(f"{out} is a previous export, but {', '.join(extra[:3])}{' ...' * (len(extra) > 3)} in it "
+                        f"came from elsewhere and would be deleted: move that out, or give {OVERWRITE}")
+
+
+def listing(d, n=3):
+    names = sorted(p.name for p in Path(d).iterdir())
+    return f"it holds {', '.join(names[:n])}" + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
 def read_heads(path):
-    """(heads.json, the head tensors by name) of an exported directory, after checking both safetensors files
-    against the sha256 heads.json records and each head's output count against its label list.
+    """(heads.json, the head tensors by name) of an exported directory, after checking both files against the
+    sha256 export.json records and each head's output count against its label list.
     MultiTaskModel.from_checkpoint builds the model from them."""
     path = Path(path)
+    check(path, ["heads.json", "heads.safetensors"])
     meta = read_json(path / "heads.json", REDO)
-    for name in SIGNED:
-        checked_file(path, meta, name, "heads.json")
     heads = read_tensors(path / "heads.safetensors", REDO)
     outputs = {k.split(".")[0]: len(v) for k, v in heads.items() if k.endswith(".out.weight")}
     check_heads(meta["tasks"], outputs, meta["labels_sha256"], path / "heads.json", path / "heads.safetensors")

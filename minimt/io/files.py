@@ -5,7 +5,7 @@
 
 A reader of the target, or a run killed at any instant (kill -9, a full disk), finds the previous file or the new
 one, never a part of either; a failure leaves no new file behind (a kill -9 can leave the hidden temp, which is
-safe to delete). The space is reserved up front with posix_fallocate, so a full disk fails with a message before
+safe to delete, and the next write to the same target deletes it: clear_stale). The space is reserved up front with posix_fallocate, so a full disk fails with a message before
 any work is written, rather than as SIGBUS when a memory-mapped page (corpus.py) finds no free block later.
 Directories (checkpoints, exports) go the same way: filled in a fresh hidden directory (fresh_dir), then
 publish() renames it into place. This file is the one home of these helpers: atomic publish, JSON, sha256.
@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
@@ -92,6 +93,7 @@ def new_temp(path, option="--output"):
                         f"renames it into place: choose another {option}")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"directory {path.parent} does not exist: create it or choose another {option}")
+    clear_stale(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # 0o666 & umask, as open() would
@@ -101,6 +103,46 @@ def new_temp(path, option="--output"):
                                   f"choose another {option}") from e
         raise
     return tmp
+
+
+# what a writer leaves beside its target `name` while it works: .name.tmp-<pid>-<random> (a file, new_temp),
+# .name.tmp-<pid> and .name.old-<pid> (a directory, fresh_dir and publish), .name.part-<pid> (a download)
+def leftovers(path, kind):
+    """The .<name>.<kind>-<pid>[-<random>] files and directories beside `path` (kind: tmp, old or part)."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.{kind}-(\d+)(-[0-9a-f]+)?")
+    if not path.parent.is_dir():
+        return []
+    return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name))
+
+
+def writer_pid(leftover):
+    return int(re.search(r"\.(?:tmp|old|part)-(\d+)", Path(leftover).name).group(1))
+
+
+def alive(pid):
+    """Is process `pid` running on this machine? (A temp of a live writer is its work in progress.)"""
+    if pid == os.getpid():
+        return False  # our own leftovers are from a call that failed or was interrupted, never in progress
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def clear_stale(path, kinds=("tmp", "part")):
+    """Delete what killed writers left beside `path`: the temps of `kinds` whose process is gone. A live writer's
+    temp is left alone, so two commands writing the same target never delete each other's work."""
+    removed = []
+    for p in [p for kind in kinds for p in leftovers(path, kind)]:
+        if alive(writer_pid(p)):
+            continue
+        remove(p)
+        removed.append(p)
+    return removed
 
 
 def check_not_input(target, inputs, option="--output"):
@@ -145,11 +187,11 @@ def publish(tmp, path):
         os.replace(tmp, path)
     else:  # two renames: a directory cannot replace a non-empty one in one step (a kill between them: recover())
         old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)  # left by a killed process that had our pid: `path` is newer
+        if path.exists() or path.is_symlink():
+            remove(old)  # left by a killed process that had our pid: `path` is newer
             os.rename(path, old)
         os.rename(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
+        remove(old)
     if os.name == "posix":  # the directory entry too; Windows cannot open a directory
         fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -163,10 +205,50 @@ def fresh_dir(path):
     """An empty hidden directory beside `path` (.<name>.tmp-<pid>), to fill and then publish()."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clear_stale(path)  # our own earlier attempt, and the temps of writers that were killed
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     return tmp
+
+
+def newest_intact(olds, rank):
+    """(the directory among `olds` that passes rank() with the highest rank, or None; that rank; {directory: why it
+    was passed over}). rank(d) raises ValueError, FileNotFoundError or KeyError for a damaged directory."""
+    ranks, rejected = {}, {}
+    for d in olds:
+        try:
+            ranks[d] = rank(d)
+        except (ValueError, FileNotFoundError, KeyError) as e:  # KeyError: a record without a field it must have
+            rejected[d] = f"{type(e).__name__}: {e}"
+    if not ranks:
+        return None, None, rejected
+    best = max(ranks, key=lambda d: (ranks[d], d.name))
+    return best, ranks[best], rejected
+
+
+def recover(path, rank, what):
+    """Clean up after killed writes of the directory `path` (a checkpoint or an export, `what`); returns one message
+    per action, to log. Call it before writing `path` again.
+      .<name>.tmp-<pid>   a write that never finished: removed once its process is gone
+      .<name>.old-<pid>   the previous directory, kept by publish() until the new one is in place: removed if `path`
+                          exists; otherwise the intact one with the highest rank() (a checkpoint's step) goes back
+                          to `path`, the rest are removed (if none is intact, all are kept, for a person to look at)"""
+    path = Path(path)
+    done = [f"removed {tmp}: a write of {path} that never finished" for tmp in clear_stale(path, ("tmp",))]
+    olds = [d for d in leftovers(path, "old") if d.is_dir()]
+    if olds and not path.exists():
+        best, r, rejected = newest_intact(olds, rank)
+        if best is None:
+            return done + [f"{path} is missing and no copy left by an interrupted write is intact; kept them for "
+                           f"you to inspect or delete: " + "; ".join(f"{d}: {why}" for d, why in rejected.items())]
+        os.rename(best, path)
+        olds.remove(best)
+        done.append(f"{path} was missing (a write was interrupted): put back the previous {what} {best.name}"
+                    + (f" (step {r})" if what == "checkpoint" else ""))
+    for old in olds:
+        remove(old)
+        done.append(f"removed {old}: a previous {what} of {path} left by an interrupted write")
+    return done
 
 
 def write_json(path, obj):
@@ -191,6 +273,15 @@ def check_sha256(f, want, record, fix):
         raise UserError(f"{f}: sha256 {got} does not match the {want} recorded in {record}: the file was changed "
                         f"or damaged; {fix}")
     return f
+
+
+def remove(p):
+    """Delete the file, link or directory tree `p`, if it is there."""
+    p = Path(p)
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    else:
+        p.unlink(missing_ok=True)
 
 
 def discard(tmp):

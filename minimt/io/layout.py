@@ -2,7 +2,7 @@
 
     checkpoint              a minimt training checkpoint (runs/train/best): checkpoint.json, model.safetensors
                             in minimt's names, tokenizer.json; also one that an interrupted save left only as
-                            .<name>.old-<pid> beside the missing path (checkpoint.find puts it back)
+                            .<name>.old-<pid> beside the missing path (checkpoint.find reads it); exports alike
     export                  a sentence-transformers directory written by minimt with a MultiTaskModel's heads
                             beside it (heads.json, heads.safetensors)
     sentence-transformers   modules.json: Transformer -> Pooling [-> Normalize] (a Hub snapshot or a saved model)
@@ -10,11 +10,15 @@
 """
 from pathlib import Path
 
-from minimt.io.checkpoint import leftovers
+from minimt.io.files import leftovers
+
 
 def kind(path):
     path = Path(path)
-    if (path / "checkpoint.json").exists() or (not path.exists() and leftovers(path, "old")):
+    if not path.exists() and (olds := leftovers(path, "old")):
+        # an interrupted write left only the previous copy beside the missing path: checkpoint.find / export.find
+        return "checkpoint" if any((d / "checkpoint.json").exists() for d in olds) else kind(olds[-1])
+    if (path / "checkpoint.json").exists():
         return "checkpoint"
     if (path / "heads.json").exists():
         return "export"

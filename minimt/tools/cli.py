@@ -16,7 +16,7 @@ from minimt.data import Source, check_labels, load_splits, read_jsonl, read_sour
 from minimt.encoder import CHUNK, SentenceEncoder, check_texts
 from minimt.errors import UserError
 from minimt.evaluate import evaluate, evaluate_sts
-from minimt.io import checkpoint, datasets, download, files, layout
+from minimt.io import checkpoint, datasets, download, export, files, layout
 from minimt.multitask import MultiTaskModel
 from minimt.similarity import cos_sim
 from minimt.tools.corpus import embed_file
@@ -106,7 +106,9 @@ def add_training_commands(sub):
                                    "standard sentence-transformers directory that sentence-transformers, "
                                    "transformers and minimt load; a checkpoint's task heads go beside it.")
     x.add_argument("checkpoint", help="training checkpoint directory, or a model directory / name")
-    x.add_argument("out_dir", help="the directory to write (replaced if it exists)")
+    x.add_argument("out_dir", help="the directory to write: new, empty, or a previous export (replaced whole)")
+    x.add_argument("--overwrite", action="store_true", help="replace OUT_DIR even if it is a file or a folder that "
+                                                            "is not a previous export (its contents are deleted)")
 
     tc = sub.add_parser("trace", help="walk one text through the model and print every stage",
                         description="Trace one text: its tokens, each stage's shape and norms, every head's "
@@ -206,7 +208,12 @@ def cmd_sts(args, extra):
 
 
 def cmd_export(args, extra):
+    for message in export.recover(args.out_dir):  # a killed export's leftovers, before judging what is there
+        print(message)
+    if Path(args.checkpoint).exists():
+        export.check_target(args.out_dir, args.checkpoint, args.overwrite)
     src = download.locate(args.checkpoint)
+    export.check_target(args.out_dir, src, args.overwrite)
     if layout.has_heads(src):
         out = MultiTaskModel.from_checkpoint(src).save(args.out_dir)  # the encoder and its heads
     else:  # a model directory or name: the encoder alone
