@@ -20,11 +20,10 @@ import torch
 
 from minimt import SentenceEncoder, cos_sim
 from minimt.io import files
-from minimt.data import Source, load_splits
 from minimt.freeze import freeze, unfreeze
 from minimt.tools.plot import plot_study
 from minimt.evaluate import evaluate_sts
-from minimt.train import TrainConfig, load_config, train
+from minimt.train import TrainConfig, load_config, split_data, train
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "study"
@@ -159,7 +158,7 @@ def run(name, overrides):
 def zero_shot():
     t0 = time.perf_counter()
     cfg = load_config(ROOT / BASE, [])
-    test = load_splits([Source(**s) for s in cfg.sources], None, cfg.split_seed)["test"]
+    test = split_data(cfg)[1]["test"]
     enc = SentenceEncoder.from_pretrained(cfg.model)
     enc.max_seq_length = cfg.max_seq_length
     emb = enc.encode([ex.text for ex in test], convert_to_tensor=True)
@@ -178,13 +177,12 @@ def zero_shot():
 def untrained_retrieval():
     """The pretrained encoder's recall@1 / MRR on AG News title -> description (held-out test split), and its STSb
     test Spearman through the pairs task (the same number as evaluate_sts): the bar the embedding rows must clear."""
-    from minimt.data import load_splits as splits_of
     from minimt.evaluate import evaluate
     from minimt.multitask import MultiTaskModel
     from minimt.objectives import pair_tasks
     t0 = time.perf_counter()
-    sources = [Source(**src) for src in [AG_PAIRS] + STSB]
-    test = splits_of(sources, None, 0)["test"]
+    sources, splits = split_data(TrainConfig(sources=[AG_PAIRS] + STSB))
+    test = splits["test"]
     model = MultiTaskModel(SentenceEncoder.from_pretrained("all-MiniLM-L6-v2"), {})
     res, _ = evaluate(model, test, {}, "test", specs=pair_tasks(sources))
     return {"test": {t: {k: v for k, v in r.items() if k not in ("kind", "n")} for t, r in res.items()},

@@ -42,6 +42,7 @@ class BertConfig:
     similarity_fn_name: str = "cosine"    # "cosine" | "dot": what model.similarity computes (ST's setting)
 
     def __post_init__(self):
+        check_types(self)
         if self.hidden_size % self.num_attention_heads:
             raise UserError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
                             f"{self.num_attention_heads}; each head needs an equal slice")
@@ -92,7 +93,12 @@ class BertConfig:
         kw["pooling"], kw["normalize"] = "mean", False
         if (path / "modules.json").exists():
             kw["pooling"], kw["normalize"] = _read_modules(path)
-        return cls(**kw)
+        where = f"{model_dir / 'config.json'} (with the sentence-transformers files beside it)"
+        try:
+            cfg = cls(**kw)
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
+        return cfg
 
 
 SIMILARITY_FUNCTIONS = ("cosine", "dot")  # minimt.similarity.SIMILARITY computes each
@@ -109,15 +115,35 @@ POOLING_FLAGS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "m
                  "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
 
 
-def read_json(p, fix="a BERT checkpoint directory needs config.json, tokenizer.json and model.safetensors"):
-    """A JSON file that must be whole: missing, cut off or not UTF-8, it is an error naming it and `fix`."""
+def read_json(p, fix="a BERT checkpoint directory needs config.json, tokenizer.json and model.safetensors",
+              want=dict):
+    """A JSON file that must be whole and, unless `want` is None, hold a JSON object ({...}): missing, cut off,
+    not UTF-8 or another JSON value, it is an error naming it and `fix`."""
     try:
         with open(p, encoding="utf-8") as f:
-            return json.load(f)
+            obj = json.load(f)
     except FileNotFoundError:
         raise FileNotFoundError(f"{p} is missing; {fix}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{p} is not valid JSON ({e}): it was cut off or damaged; {fix}") from None
+    if want is not None and not isinstance(obj, want):
+        raise UserError(f"{p} holds a JSON {JSON_NAMES.get(type(obj), type(obj).__name__)} where a JSON object "
+                        f"{{...}} belongs; {fix}")
+    return obj
+
+
+JSON_NAMES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
+def check_types(cfg):
+    """Every field of the dataclass `cfg` holds its declared type (an int field no bool or string): a config.json
+    with "hidden_size": "384" fails here, naming the file, rather than deep inside the model."""
+    for f in fields(cfg):
+        v, t = getattr(cfg, f.name), f.type
+        ok = isinstance(v, bool) if t is bool else (isinstance(v, t) and not isinstance(v, bool)) if t is int else \
+            (isinstance(v, (int, float)) and not isinstance(v, bool)) if t is float else isinstance(v, t)
+        if not ok:
+            raise UserError(f"{f.name} is {json.dumps(v)}, which is not a{'n' * (t is int)} {t.__name__}")
 
 
 def _check_supported(hf, where):
@@ -139,7 +165,7 @@ def _check_supported(hf, where):
 def _modules(path):
     """modules.json as [(class name, folder)], every module checked to be one minimt implements."""
     out, f = [], path / "modules.json"
-    modules = read_json(f)
+    modules = read_json(f, want=None)
     if not isinstance(modules, list):
         raise UserError(f"{f} holds a JSON {type(modules).__name__}; modules.json is a list of modules, each "
                         f"{{\"idx\", \"name\", \"path\", \"type\"}}")

@@ -43,6 +43,8 @@ class TrainConfig:
     sources: list = field(default_factory=list)  # minimt.data.Source fields, one dict per dataset file
     data_dir: str = ""               # "" = data/ (or $MINIMT_DATA), filled by `make data`
     split_seed: int = 0              # train/dev/test split of sources that have none
+    split_fractions: list = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train, dev, test shares of that split
+    allow_empty_dev: bool = False    # True: a dev split that comes out empty is allowed; best/ is then the last step
     model: str = "all-MiniLM-L6-v2"  # checkpoint directory or name in weights/
     init_from: str = ""              # a trained MultiTaskModel checkpoint: start from its encoder and matching heads
     max_seq_length: int = 0          # 0 = the model's (256); shorter trains faster on long reviews
@@ -133,6 +135,8 @@ RANGES = {
     "model": (lambda v: v != "", "a checkpoint directory or a model name"),
     "out_dir": (lambda v: v != "", "a directory"),
     "sources": (lambda v: all(isinstance(s, dict) for s in v), "a list of mappings (minimt.data.Source fields)"),
+    "split_fractions": (lambda v: len(v) == 3 and all(isinstance(x, (int, float)) and x >= 0 for x in v)
+                        and abs(sum(v) - 1) < 1e-6, "three numbers >= 0 (train, dev, test) that sum to 1"),
     "freeze": (lambda v: all(isinstance(t, str) for t in v), "a list of targets, e.g. [\"backbone\"]"),
 }
 
@@ -268,6 +272,12 @@ def evaluate_and_save(run, rate):
     """Dev metrics into metrics.jsonl; the best checkpoint (mean over tasks of each one's primary metric: macro-F1,
     Spearman / 100, MRR) if this one beats it; always the last checkpoint, with what --resume needs."""
     out, cfg, epoch = Path(run.cfg.out_dir), run.cfg, run.step / run.per_epoch
+    if not run.splits["dev"]:  # allow_empty_dev: nothing to choose on; best/ is the last step
+        run.best = run.step
+        meta = {"train": asdict(cfg), "step": run.step, "dev": {}}
+        print(f"\nstep {run.step}  no dev split: best/ is this step ({rate:.0f} samples/s)")
+        checkpoint.save(out / "best", run.model, meta)
+        return save_last(run, meta)
     res, _ = evaluate(run.model, run.splits["dev"], run.maps, "dev", cfg.eval_batch_size, run.cache, records=False,
                       specs=run.specs)
     for t, r in res.items():
@@ -280,9 +290,14 @@ def evaluate_and_save(run, rate):
     if score > run.best:
         run.best = score
         checkpoint.save(out / "best", run.model, meta)
-    checkpoint.save(out / "last", run.model, meta, {"optimizer": run.opt.state_dict(), "rng": torch.get_rng_state(),
-                                                    "scaler": run.scaler.state_dict(), "step": run.step,
-                                                    "best": run.best})
+    save_last(run, meta)
+
+
+def save_last(run, meta):
+    """The last checkpoint, with what --resume needs to go on exactly as an uninterrupted run."""
+    checkpoint.save(Path(run.cfg.out_dir) / "last", run.model, meta,
+                    {"optimizer": run.opt.state_dict(), "rng": torch.get_rng_state(), "scaler": run.scaler.state_dict(),
+                     "step": run.step, "best": run.best})
 
 
 def score_best(run):
@@ -290,7 +305,7 @@ def score_best(run):
     out, cfg = Path(run.cfg.out_dir), run.cfg
     best_model = MultiTaskModel.from_checkpoint(out / "best")
     lines = []
-    for split in ("dev", "test"):
+    for split in [name for name in ("dev", "test") if run.splits[name]]:  # dev may be empty (allow_empty_dev)
         res, preds = evaluate(best_model, run.splits[split], run.maps, split, cfg.eval_batch_size, specs=run.specs)
         for t, r in res.items():
             log_line(run, step=run.step, epoch=run.step / run.per_epoch, split=split, task=t, **r, checkpoint="best")
@@ -401,21 +416,9 @@ def loop(run, stop_after=0):
 def load_data(cfg, log):
     """The splits, the label maps (from train; dev and test are checked against them) and the pairs and
     contrastive tasks ({task: its Source})."""
-    sources = []
-    for i, s in enumerate(cfg.sources):
-        unknown = set(s) - {f.name for f in fields(Source)}
-        if unknown:
-            raise UserError(f"sources[{i}]: unknown field(s) {sorted(unknown)}; a source has "
-                            f"{[f.name for f in fields(Source)]}")
-        sources.append(Source(**s))
+    sources, splits = split_data(cfg)
     tasks = list(dict.fromkeys(t for s in sources for t in s.labels))
-    splits = load_splits(sources, cfg.data_dir or None, cfg.split_seed)
-    empty = [name for name in ("dev", "test") if not splits[name]]
-    if empty:  # best/ would be chosen on a score over no rows, and the test lines would say "n": 0
-        sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
-        raise UserError(f"the {' and '.join(empty)} split of {[s.path for s in sources]} came out empty ({sizes}); "
-                        f"rows without a split= are divided 80/10/10 by seed: give more rows, or a Source with "
-                        f"split='{empty[0]}'")
+    check_splits(splits, sources, cfg)
     maps = label_maps(splits["train"], tasks)
     specs = pair_tasks(sources)
     for split in ("dev", "test"):
@@ -424,6 +427,31 @@ def load_data(cfg, log):
         + "; ".join([f"{t} ({len(labels)}: {', '.join(labels)})" for t, labels in maps.items()]
                     + [f"{t} ({spec.kind}, loss {spec.loss})" for t, spec in specs.items()]))
     return splits, maps, specs
+
+
+def split_data(cfg):
+    """(the Sources, their {"train", "dev", "test"} splits) as `cfg` sets them: what training, evaluate and the
+    study all read, so a checkpoint's test split is the one it was scored on."""
+    sources = []
+    for i, s in enumerate(cfg.sources):
+        unknown = set(s) - {f.name for f in fields(Source)}
+        if unknown:
+            raise UserError(f"sources[{i}]: unknown field(s) {sorted(unknown)}; a source has "
+                            f"{[f.name for f in fields(Source)]}")
+        sources.append(Source(**s))
+    return sources, load_splits(sources, cfg.data_dir or None, cfg.split_seed, tuple(cfg.split_fractions))
+
+
+def check_splits(splits, sources, cfg):
+    """An empty dev or test split is an error before anything is written: best/ would be chosen on a score over no
+    rows, and the test lines would say "n": 0. allow_empty_dev=True lets the dev split be empty (best/ = last)."""
+    empty = [name for name in ("dev", "test") if not splits[name] and not (name == "dev" and cfg.allow_empty_dev)]
+    if empty:
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+        raise UserError(f"the {' and '.join(empty)} split of {[s.path for s in sources]} came out empty ({sizes} "
+                        f"with split_fractions={cfg.split_fractions}): give more rows, raise its share (e.g. "
+                        f"--split_fractions=[0.7,0.15,0.15]), give a Source with split='{empty[0]}'"
+                        + (", or set --allow_empty_dev=true (best/ is then the last step)" if "dev" in empty else ""))
 
 
 def build_model(cfg, maps, log, device):

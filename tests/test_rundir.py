@@ -90,7 +90,25 @@ def test_an_empty_dev_or_test_split_is_refused_before_the_run_starts(tmp_path, d
     small.write_text("".join(data_file.read_text().splitlines(keepends=True)[:7]))
     cfg = config(tmp_path, data_file, tiny_checkpoint, sources=[{"path": str(small), "text": "text",
                                                                  "labels": {"topic": "topic"}}])
-    with pytest.raises(ValueError, match=r"the test split of .*small.tsv.* came out empty \(train 5, dev 1, test 0\); "
-                                         r".*give more rows, or a Source with split='test'"):
+    with pytest.raises(ValueError, match=r"the test split of .*small.tsv.* came out empty \(train 5, dev 1, test 0 "
+                                         r"with split_fractions=\[0.8, 0.1, 0.1\]\): give more rows, raise its share "
+                                         r".*--split_fractions=.*, give a Source with split='test'$"):
         train(cfg)
     assert not any((tmp_path / "run").glob("*/")) and not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_an_empty_dev_split_runs_only_when_allowed_and_best_is_then_the_last_step(tmp_path, data_file,
+                                                                                  tiny_checkpoint):
+    no_dev = dict(split_fractions=[0.8, 0.0, 0.2], eval_every=2, max_steps=4, log_every=1)
+    with pytest.raises(ValueError, match=r"the dev split .* came out empty .*--allow_empty_dev=true \(best/ is then "
+                                         r"the last step\)"):
+        train(config(tmp_path, data_file, tiny_checkpoint, **no_dev))
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    train(config(tmp_path, data_file, tiny_checkpoint, allow_empty_dev=True, **no_dev))
+    run = tmp_path / "run"
+    best, last = (json.loads((run / d / "checkpoint.json").read_text()) for d in ("best", "last"))
+    assert best["step"] == last["step"] == 4 and best["dev"] == {}
+    assert (run / "best" / "model.safetensors").read_bytes() == (run / "last" / "model.safetensors").read_bytes()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in rows} == {"train", "test"}  # no dev line scored over no rows
+    assert {json.loads(line)["split"] for line in (run / "predictions.jsonl").read_text().splitlines()} == {"test"}

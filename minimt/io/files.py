@@ -106,9 +106,10 @@ def new_temp(path, option="--output"):
 
 
 # what a writer leaves beside its target `name` while it works: .name.tmp-<pid>-<random> (a file, new_temp),
-# .name.tmp-<pid> and .name.old-<pid> (a directory, fresh_dir and publish), .name.part-<pid> (a download)
+# .name.tmp-<pid> and .name.old-<pid> (a directory, fresh_dir and publish), .name.part-<pid> and .name.public-<pid>
+# (a download, datasets.py and download.py)
 def leftovers(path, kind):
-    """The .<name>.<kind>-<pid>[-<random>] files and directories beside `path` (kind: tmp, old or part)."""
+    """The .<name>.<kind>-<pid>[-<random>] files and directories beside `path` (kind: tmp, old, part, public)."""
     path = Path(path)
     pattern = re.compile(rf"\.{re.escape(path.name)}\.{kind}-(\d+)(-[0-9a-f]+)?")
     if not path.parent.is_dir():
@@ -117,7 +118,7 @@ def leftovers(path, kind):
 
 
 def writer_pid(leftover):
-    return int(re.search(r"\.(?:tmp|old|part)-(\d+)", Path(leftover).name).group(1))
+    return int(re.search(r"\.(?:tmp|old|part|public)-(\d+)", Path(leftover).name).group(1))
 
 
 def alive(pid):
@@ -145,12 +146,31 @@ def clear_stale(path, kinds=("tmp", "part")):
     return removed
 
 
-def check_not_input(target, inputs, option="--output"):
-    """Refuse a target that is one of the command's input files: writing it would destroy what is being read."""
+def check_not_input(target, inputs, option="--output", folders=False):
+    """Refuse a target that is one of the command's input files; with `folders` (the inputs may be directories, the
+    target is one), also a target that contains an input or lies inside one: writing it would destroy what is
+    being read."""
+    t = Path(target).resolve()
     for src in inputs:
-        if Path(target).resolve() == Path(src).resolve():
-            raise UserError(f"{target} is also the input ({src}); writing it would replace what is read: choose "
+        s = Path(src).resolve()
+        if t == s or folders and (t in s.parents or s in t.parents):
+            relation = "is also" if t == s else "contains" if t in s.parents else "lies inside"
+            raise UserError(f"{target} {relation} the input {src}: writing it would replace what is read; choose "
                             f"another {option}")
+
+
+def check_out_dir(out, ours, option="--out", flag="--overwrite", overwrite=False):
+    """Refuse a folder `out` to write the files `ours` into when it is a file, or holds anything else (it is not
+    a previous output of the same command), unless `overwrite`: a command replaces only what it wrote."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file, and {option} names a folder: choose another {option}")
+    others = sorted(p.name for p in out.iterdir() if p.name not in ours) if out.is_dir() else []
+    if others and not overwrite:
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        raise UserError(f"{out} holds {', '.join(others[:3])}{more}, so it is not a previous output of this command "
+                        f"(which writes {', '.join(ours)}): choose another {option}, or give {flag} to write beside "
+                        f"them")
 
 
 def check_target(path, option="--output"):

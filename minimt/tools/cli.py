@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from minimt.data import Source, check_labels, load_splits, read_jsonl, read_source
+from minimt.data import Source, check_labels, read_jsonl, read_source
 from minimt.encoder import CHUNK, SentenceEncoder, check_texts
 from minimt.errors import UserError
 from minimt.evaluate import evaluate, evaluate_sts
@@ -22,7 +22,7 @@ from minimt.similarity import cos_sim
 from minimt.tools.corpus import embed_file
 from minimt.tools.plot import plot_run  # matplotlib, an optional dependency, is imported when a plot is drawn
 from minimt.tools.trace import trace_command
-from minimt.train import TrainConfig, load_config, train
+from minimt.train import TrainConfig, load_config, split_data, train
 
 MODEL_HELP = "checkpoint directory or name in weights/ (default: all-MiniLM-L6-v2)"
 
@@ -87,7 +87,9 @@ def add_training_commands(sub):
     ev.add_argument("--text", default="text", help="text column of --data (default: text)")
     ev.add_argument("--label", action="append", default=[], metavar="TASK=COLUMN",
                     help="a task's label column in --data, holding label names the model knows (repeat per task)")
-    ev.add_argument("--out", help="folder for metrics.json and predictions.jsonl (default: the checkpoint's)")
+    ev.add_argument("--out", help="folder for metrics.json and predictions.jsonl (default: CHECKPOINT-SPLIT beside "
+                                  "the checkpoint, e.g. runs/train/best-test; CHECKPOINT-data with --data)")
+    ev.add_argument("--overwrite", action="store_true", help="write into an --out folder that holds other files too")
 
     w = sub.add_parser("weights", help="find or fetch a checkpoint, print where it is",
                        description="Find a checkpoint (weights/<name>/, the Hugging Face cache) or fetch it (the "
@@ -257,17 +259,20 @@ def cmd_predict(args, extra):
 
 
 def cmd_evaluate(args, extra):
-    model = MultiTaskModel.from_checkpoint(args.checkpoint)
     from_training = layout.kind(args.checkpoint) == "checkpoint"  # else an export: heads, but no training config
     if not from_training and not args.data:
         raise UserError(f"{args.checkpoint} is an export, which records no training data to take a --split from; "
                         f"give --data FILE --label TASK=COLUMN")
+    name = Path(args.checkpoint).resolve().name  # (resolved: "." and "best/" have names too)
+    out = Path(args.out or Path(args.checkpoint).resolve().with_name(f"{name}-{'data' if args.data else args.split}"))
+    files.check_not_input(out, [args.checkpoint] + [args.data] * bool(args.data), "--out", folders=True)
+    files.check_out_dir(out, EVALUATE_WRITES, "--out", "--overwrite", args.overwrite)
+    model = MultiTaskModel.from_checkpoint(args.checkpoint)
     cfg = TrainConfig(**checkpoint.read_meta(args.checkpoint)["train"]) if from_training else TrainConfig()
     if args.data:
         examples, split, tasks = labelled_file(args, model), "data", [x.split("=", 1)[0] for x in args.label]
     else:
-        sources = [Source(**s) for s in cfg.sources]
-        examples, split = load_splits(sources, cfg.data_dir or None, cfg.split_seed)[args.split], args.split
+        examples, split = split_data(cfg)[1][args.split], args.split
         tasks = list(model.tasks)
     maps = {t: model.tasks[t] for t in tasks}
     check_labels(examples, maps, split)
@@ -275,7 +280,6 @@ def cmd_evaluate(args, extra):
     empty = [t for t, r in res.items() if r["n"] == 0]
     if empty:  # an accuracy over no rows is not 0.000, it is no measurement
         raise UserError(f"no row of {args.data or split} has a label for {empty}; check the --label columns")
-    out = Path(args.out or (checkpoint.find(args.checkpoint) if from_training else args.checkpoint))
     out.mkdir(parents=True, exist_ok=True)
     files.write_all({out / "metrics.json": json.dumps(res, indent=1) + "\n",  # both complete before either is renamed
                      out / "predictions.jsonl": "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in preds)},
@@ -284,6 +288,9 @@ def cmd_evaluate(args, extra):
         print(f"{split} {t}: accuracy {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  (n={r['n']})")
     print(f"wrote {out / 'metrics.json'} and {out / 'predictions.jsonl'}")
     return 0
+
+
+EVALUATE_WRITES = ("metrics.json", "predictions.jsonl")
 
 
 def labelled_file(args, model):
