@@ -6,7 +6,7 @@ DEV    := .venv-dev
 PY     := $(VENV)/bin/python
 DEVPY  := $(DEV)/bin/python
 
-.PHONY: help setup weights data test demo sts trace multitask freeze loop train study export golden interop bench package clean
+.PHONY: help setup weights data test demo sts trace browser multitask freeze loop train study export golden interop bench package clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 10
@@ -35,8 +35,16 @@ sts: setup weights data  ## STS benchmark test split: Pearson and Spearman of al
 	$(PY) -m minimt sts
 
 TEXT ?= The battery of my new phone dies by noon.
-trace: setup weights  ## one text through the model: tokens, shapes, norms, attention per head, nearest words (TEXT="...")
-	$(PY) -m minimt trace "$(TEXT)" --top 3
+TRACE_HTML ?= runs/trace.html
+trace: setup weights  ## one text through the model: tokens, shapes, norms, attention per head, nearest words; a page of it in runs/trace.html (TEXT="...")
+	@mkdir -p $(dir $(TRACE_HTML))
+	$(PY) -m minimt trace "$(TEXT)" --top 3 --html $(TRACE_HTML)
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser: setup weights  ## the trace page's checks in headless Chromium (installs the Debian package chromium if missing)
+	@command -v chromium >/dev/null || { echo "installing Chromium (apt-get install chromium)"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+	MINIMT_BROWSER=required $(PY) -m pytest -q tests/test_page_browser.py
 
 multitask: setup weights  ## a two-task model, every tensor shape on the way, untrained head outputs
 	$(PY) examples/02_multitask.py

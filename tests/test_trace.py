@@ -45,6 +45,16 @@ def check_trace(enc, t, text):
     assert [n["cosine"] for n in t["neighbours"]] == sorted((n["cosine"] for n in t["neighbours"]), reverse=True)
     assert all(n["word"] in WORDS and -1 - 1e-5 <= n["cosine"] <= 1 + 1e-5 for n in t["neighbours"])
 
+    # what the page draws: every head's weights (kept to 1e-6), each token's norm per stage, each stage's pooled
+    # vector against the final one
+    w = torch.tensor(t["attention"]["weights"])
+    assert w.shape == (L, nh, T, T) and t["attention"]["weight_digits"] == 6
+    assert_close(w.sum(dim=-1), torch.ones(L, nh, T), T * 1e-6, "rounded attention rows sum to 1")
+    for s in t["stages"]:
+        assert len(s["norms"]) == T and np.mean(s["norms"]) == pytest.approx(s["norm_mean"], rel=1e-5)
+        assert -1 - 1e-6 <= s["cos_to_final"] <= 1 + 1e-6
+    assert t["stages"][-1]["cos_to_final"] == pytest.approx(1, abs=1e-5)  # the last layer pooled is the final one
+
 
 def test_trace_minilm_equals_encode(own_minilm):
     enc = own_minilm
@@ -70,6 +80,7 @@ def test_attention_rows_are_distributions(own_minilm):
         assert [h["cls_top"] for h in t["heads"][layer]] == p[:, 0].argmax(dim=-1).tolist()
         ent = -(p * p.clamp_min(1e-30).log()).sum(-1)                       # (nh, T) nats
         assert_close(torch.tensor([h["mean_entropy"] for h in t["heads"][layer]]), ent.mean(-1), 1e-5, "entropy")
+        assert_close(torch.tensor(t["attention"]["weights"][layer]), p, 5.1e-7, f"layer {layer}: weights as kept")
     # the hooks saw the tensors the model pooled: the last layer's mean is the pooled vector
     assert_close(seen.stages[-1][1].mean(dim=0), seen.pooled, 1e-6, "mean of the last stage vs pooled")
 
@@ -189,11 +200,36 @@ def test_cli_tiny_checkpoint(tiny_checkpoint, tmp_path, capsys):
 
 
 def test_cli_training_checkpoint(tiny_encoder, tmp_path, capsys):
-    """A fine-tuned training checkpoint (checkpoint.json + heads): its encoder is traced, the heads left out."""
+    """A fine-tuned training checkpoint (checkpoint.json + heads): its encoder is traced, and each head's
+    prediction is the one predict() gives, with every label's probability."""
     best = tmp_path / "best"
-    checkpoint.save(best, MultiTaskModel(tiny_encoder, {"topic": ["a", "b"]}), {"step": 1})
+    checkpoint.save(best, MultiTaskModel(tiny_encoder, {"topic": ["a", "b"], "mood": ["x", "y", "z"]}), {"step": 1})
     path = tmp_path / "ckpt.json"
     out = run_cli(capsys, TEXT, "--model", str(best), "--json", str(path), "--top", "2")
     t = json.loads(path.read_text(encoding="utf-8"))
     assert_printed_is_json(out, t)
     check_trace(SentenceEncoder.from_pretrained(best), t, TEXT)
+    want = MultiTaskModel.from_checkpoint(best).predict([TEXT])[0]
+    assert list(t["predictions"]) == list(want)
+    for task, (label, prob) in want.items():
+        p = t["predictions"][task]
+        assert p["label"] == label and p["probability"] == pytest.approx(prob, abs=1e-5)
+        assert sum(p["probabilities"]) == pytest.approx(1, abs=1e-5) and len(p["labels"]) == len(p["probabilities"])
+        assert re.search(rf"^  {task}\s+{label}\s+{p['probability']:.3f}$", out, re.M), out
+    assert t["model"]["name"] == str(best)
+
+
+def test_trace_of_an_encoder_has_no_predictions(tiny_encoder):
+    assert "predictions" not in trace(tiny_encoder, TEXT)
+
+
+def test_cli_pair_and_compare_print_equals_json(tiny_checkpoint, tmp_path, capsys):
+    """The pair and compare sections print below the rest, which stays as the JSON says; a model compared with
+    itself has not changed at all."""
+    path = tmp_path / "both.json"
+    out = run_cli(capsys, TEXT, "--model", str(tiny_checkpoint), "--json", str(path), "--pair", "a fox",
+                  "--compare", str(tiny_checkpoint))
+    t = json.loads(path.read_text(encoding="utf-8"))
+    assert_printed_is_json(out, t)
+    assert f"pair: cos({TEXT!r}, 'a fox') = {t['pair']['cosine']:.4f}" in out
+    assert "  per layer (mean over heads): 0: 0.0000  1: 0.0000" in out and t["compare"]["by_layer"] == [0.0, 0.0]

@@ -115,11 +115,19 @@ def add_training_commands(sub):
     tc = sub.add_parser("trace", help="walk one text through the model and print every stage",
                         description="Trace one text: its tokens, each stage's shape and norms, every head's "
                                     "attention entropy and most-attended token, each token's share of the pooled "
-                                    "vector, and the nearest of a built-in word list (minimt/tools/trace.py).")
+                                    "vector, and the nearest of a built-in word list (minimt/tools/trace.py); "
+                                    "--html draws it all as one page (minimt/tools/page.py).")
     tc.add_argument("text", help="the text to trace (quote it)")
     tc.add_argument("--model", default="all-MiniLM-L6-v2", help=MODEL_HELP + "; or a training checkpoint")
     tc.add_argument("--json", metavar="OUT.json", help="also write the same numbers as JSON (whole or not at all)")
     tc.add_argument("--top", type=int, default=5, metavar="K", help="nearest words to list (default: 5)")
+    tc.add_argument("--html", metavar="PAGE.html", help="also write one self-contained page that draws the trace "
+                                                        "(tokens, attention, layers, words); it embeds the --json dict")
+    tc.add_argument("--pair", metavar="TEXT_B", help="a second text: the two texts' cosine, and each token pair's "
+                                                     "part of it")
+    tc.add_argument("--compare", metavar="MODEL_B", help="trace the text through a second model too (e.g. "
+                                                         "runs/train/best), and rank the heads by how far their "
+                                                         "attention moved (Jensen-Shannon divergence)")
 
     d = sub.add_parser("data", help="fetch datasets into data/ (sha256-checked)",
                        description="Fetch datasets into data/<dataset>/ (or $MINIMT_DATA) from their public sources "
@@ -157,7 +165,7 @@ def cmd_plot(args, extra):
 
 
 def cmd_trace(args, extra):
-    return trace_command(args.text, args.model, args.json, args.top)
+    return trace_command(args.text, args.model, args.json, args.top, args.html, args.pair, args.compare)
 
 
 def cmd_data(args, extra):
