@@ -301,7 +301,8 @@ def write_readme(results):
             tasks = "; ".join(f"{t}: {m['accuracy']:.3f} / {m['macro_f1']:.3f}" for t, m in r["test"].items())
             lines.append(f"| {r['what']} | {tasks} | {r['wall_s']:.0f} | {r['sts_spearman']:.2f} | "
                          f"`{r['command']}` |")
-    plot_study({name: results[name] for name in ROWS | EMBEDDING if name in results}, FIGURE)
+    discussed = ("heads_cached", "top2", "full", "gradual", "continual", "joint_stsb_w005")  # README, docs/study.md
+    plot_study({name: results[name] for name in ROWS | EMBEDDING if name in results}, FIGURE, highlight=discussed)
     readme = ROOT / "docs" / "study.md"  # the study's page; the figure is linked relative to it
     lines += ["", f"![accuracy per task and STSb after training, against trainable parameters]"
                   f"({Path('..') / FIGURE.relative_to(ROOT)})"]
