@@ -19,7 +19,7 @@ from tokenizers.pre_tokenizers import BertPreTokenizer
 
 from minimt.errors import UserError
 
-MAX_TOKENS = 4096  # tokens per batch (texts x longest): matmuls of ~4k rows ran at the CPU's GEMM peak (make bench)
+MAX_TOKENS = 2048  # tokens per batch (texts x longest): 2k-row matmuls run at the GEMM peak, activations stay small
 # a text longer than this many characters per kept token is read a window of that size at a time (head). English
 # averages ~4.5 characters a WordPiece token, so one window nearly always holds enough; one that holds too few
 # only costs another window, never a different result

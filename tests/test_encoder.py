@@ -120,3 +120,16 @@ def test_dtype_auto_picks_bf16_only_where_it_pays(minilm_dir, monkeypatch, capsy
     line = capsys.readouterr().err.strip()
     assert line == (f"dtype='auto' -> {str(want).split('.')[1]}: bf16 matmuls run {ratio:.1f}x float32's on this "
                     f"CPU (bf16 pays from 1.8x)")
+
+
+@pytest.mark.parametrize("dtype, onednn", [("float32", False), ("bfloat16", True)])
+def test_encode_runs_without_onednn_only_in_float32(minilm_dir, monkeypatch, dtype, onednn):
+    """fp32 on the CPU: oneDNN off while encoding (its per-shape GELU kernels fragment the heap, encoder.onednn_for);
+    bf16 keeps it for its matmuls; either way the setting is put back afterwards."""
+    enc = SentenceEncoder.from_pretrained(minilm_dir, dtype=dtype)
+    seen = []
+    embed = enc.embed_batch
+    monkeypatch.setattr(enc, "embed_batch", lambda ids: seen.append(torch.backends.mkldnn.enabled) or embed(ids))
+    assert torch.backends.mkldnn.enabled
+    enc.encode(["one text", "and another one"])
+    assert seen == [onednn] and torch.backends.mkldnn.enabled

@@ -88,6 +88,10 @@ def targets(res):
                     f"1/10 of the {array_mb:.0f} MB the rows after line {m['small_n']:,} would take in memory",
                     f"{m['growth_mb']:+.0f} MB ({m['small_mb']:.0f} -> {m['large_mb']:.0f} MB; peak "
                     f"{m['peak_mb']:.0f} MB)", abs(m["growth_mb"]) < array_mb / 10))
+        if "loaded_mb" in m:
+            out.append(("encode memory, peak", "within 1.5x of the loaded model's resident memory",
+                        f"{m['peak_mb'] / m['loaded_mb']:.2f}x ({m['peak_mb']:.0f} MB against {m['loaded_mb']:.0f} MB)",
+                        m["peak_mb"] <= 1.5 * m["loaded_mb"]))
     return out
 
 
