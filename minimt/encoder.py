@@ -8,6 +8,7 @@ Sorting is what makes packing pay: texts of similar length share a batch, so a b
 equal-length texts and no padding at all (model.Packed). The same function trains (multitask.py).
 """
 import contextlib
+import functools
 import sys
 
 import torch
@@ -19,7 +20,7 @@ from minimt.errors import UserError, UserTypeError
 from minimt.io import checkpoint, download, export, layout
 from minimt.model import BertModel, Packed
 from minimt.pooling import normalize as l2_normalize
-from minimt.pooling import pool_packed
+from minimt.pooling import pool, pool_packed
 from minimt.similarity import SIMILARITY
 from minimt.tokenizer import MAX_TOKENS, Tokenizer
 from minimt.weights import load_weights
@@ -45,11 +46,16 @@ class SentenceEncoder:
         self.model = model
         self.tokenizer = tokenizer
         self.config = model.config
+        self.compiled = None  # compile(): the compiled embed_padded, used by encode from then on
 
     @classmethod
-    def from_pretrained(cls, name_or_path="all-MiniLM-L6-v2", dtype="float32", attention="sdpa", device="cpu"):
+    def from_pretrained(cls, name_or_path="all-MiniLM-L6-v2", dtype="float32", attention="sdpa", device="cpu",
+                        compile=False):
         """A model directory (sentence-transformers, Hugging Face, a minimt export, or a training checkpoint such
-        as runs/train/best, whose heads are left out), or a Hub id / name, found or fetched by download.locate."""
+        as runs/train/best, whose heads are left out), or a Hub id / name, found or fetched by download.locate.
+        compile=True: encode through torch.compile (see compile())."""
+        if not isinstance(compile, bool):
+            raise UserError(f"compile={compile!r} must be True or False")
         device = pick_device(device)
         if dtype == "auto":
             dtype, why = auto_dtype(device)
@@ -57,7 +63,19 @@ class SentenceEncoder:
         torch_dtype = check_dtype(dtype, device)
         model, tokenizer = read_dir(download.locate(name_or_path))
         model.set_attention(attention)
-        return cls(model.to(device, torch_dtype).eval(), tokenizer)  # a model of its own: inference, no dropout
+        enc = cls(model.to(device, torch_dtype).eval(), tokenizer)  # a model of its own: inference, no dropout
+        return enc.compile() if compile else enc
+
+    def compile(self):
+        """Encode through torch.compile from now on: inductor compiles embed_padded, model.py's padded forward and
+        the pooling, into fused kernels for this CPU or GPU, the weights frozen into the graph as they are now (so
+        train a model of its own, not this one). The first call compiles (tens of seconds); shapes are dynamic, so
+        new batch sizes and lengths do not compile again. It pays where the same process encodes many small
+        batches (one sentence per call); packed eager batches are as fast for a large corpus (docs/performance.md).
+        If compiling fails (no C++ compiler, say), encode says so in one line and runs eagerly."""
+        self.compiled = torch.compile(functools.partial(embed_padded, self.model), dynamic=True,
+                                      options={"freezing": True})
+        return self
 
     def save(self, path):
         """Write a standard sentence-transformers directory (minimt/io/export.py) that sentence-transformers,
@@ -153,7 +171,16 @@ class SentenceEncoder:
 
     def embed_batch(self, ids):
         """Token-id lists sorted longest first -> pooled (b, H) vectors."""
-        return embed_sorted(self.model, ids)
+        if self.compiled is None:
+            return embed_sorted(self.model, ids)
+        batch = self.tokenizer.pad(ids)
+        try:
+            return self.compiled(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+        except Exception as e:  # what inductor raises when it cannot build its kernels: BackendCompilerFailed, ...
+            print(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                  f"encoding without it", file=sys.stderr)
+            self.compiled = None
+            return embed_sorted(self.model, ids)
 
 
 @contextlib.contextmanager
@@ -183,6 +210,12 @@ def eval_mode(model):
     finally:
         if was_training:
             model.train()
+
+
+def embed_padded(bert, input_ids, attention_mask):
+    """(B, T) token ids and their mask -> pooled (B, H): the padded forward of model.py, what compile() compiles (no
+    per-run Python loop, so the compiler sees one graph for every batch shape)."""
+    return pool(bert(input_ids, attention_mask), attention_mask, bert.config.pooling)
 
 
 def embed_sorted(bert, ids):

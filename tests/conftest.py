@@ -21,6 +21,18 @@ def minilm(minilm_dir):
     return SentenceEncoder.from_pretrained(minilm_dir)
 
 
+@pytest.fixture(scope="session")
+def compiled_minilm(minilm_dir):
+    """all-MiniLM-L6-v2 encoding through torch.compile (SentenceEncoder.compile): compiled once per session."""
+    return SentenceEncoder.from_pretrained(minilm_dir, compile=True)
+
+
+@pytest.fixture(params=["eager", "compiled"])
+def any_minilm(request):
+    """Both encode paths: each golden that takes this runs on the eager packed path and on the compiled one."""
+    return request.getfixturevalue("minilm" if request.param == "eager" else "compiled_minilm")
+
+
 @pytest.fixture
 def own_minilm(minilm_dir):
     """A copy of its own, for a test that changes the model's settings (pooling, attention)."""

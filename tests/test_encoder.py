@@ -133,3 +133,19 @@ def test_encode_runs_without_onednn_only_in_float32(minilm_dir, monkeypatch, dty
     assert torch.backends.mkldnn.enabled
     enc.encode(["one text", "and another one"])
     assert seen == [onednn] and torch.backends.mkldnn.enabled
+
+
+def test_a_compile_that_fails_says_so_once_and_encodes_eagerly(minilm, minilm_dir, capsys):
+    """No C++ compiler, an unsupported platform: one line on stderr, then the eager path, same numbers."""
+    enc = SentenceEncoder.from_pretrained(minilm_dir, compile=True)
+
+    def broken(*args):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\n(the rest of a long message)")
+    enc.compiled = broken
+    got = enc.encode(["one text", "and another one"])
+    err = capsys.readouterr().err
+    assert err == ("torch.compile failed (RuntimeError: InvalidCxxCompiler: No working C++ compiler found); "
+                   "encoding without it\n")
+    assert enc.compiled is None and np.abs(got - minilm.encode(["one text", "and another one"])).max() < 1e-6
+    with pytest.raises(ValueError, match="compile='yes' must be True or False"):
+        SentenceEncoder.from_pretrained(minilm_dir, compile="yes")
