@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import MINILM, save_results, write_readme
+from common import MINILM, cpu_name, save_results, write_readme
 from minimt.evaluate import read_sts
 
 CHILD = """
@@ -43,7 +43,7 @@ def main(n=100_000, early=10_000):
     small = next(mb for lines, mb in res["trace"] if lines >= early)
     result = {"small_n": next(lines for lines, _ in res["trace"] if lines >= early), "large_n": n,
               "small_mb": small, "large_mb": res["trace"][-1][1], "peak_mb": res["peak_mb"], "trace": res["trace"],
-              "loaded_mb": res["loaded_mb"]}
+              "loaded_mb": res["loaded_mb"], "cpu": cpu_name()}
     result["growth_mb"] = result["large_mb"] - result["small_mb"]
     print(f"resident after {result['small_n']:,} lines {result['small_mb']:.0f} MB, after {n:,} lines "
           f"{result['large_mb']:.0f} MB ({result['growth_mb']:+.0f} MB); peak {result['peak_mb']:.0f} MB")

@@ -136,7 +136,8 @@ def report_tables(res):
         lines += res["train"]["table"] + [""]
     if "memory" in res:
         m = res["memory"]
-        lines += [f"**Memory** (`embed_file`, what `embed --input` runs): resident "
+        host = f", on {m['cpu']}" if m.get("cpu") and m["cpu"] != res.get("encode", {}).get("cpu") else ""
+        lines += [f"**Memory** (`embed_file`, what `embed --input` runs{host}): resident "
                   f"{m['small_mb']:.0f} MB after {m['small_n']:,} lines, {m['large_mb']:.0f} MB after "
                   f"{m['large_n']:,} lines; peak {m['peak_mb']:.0f} MB (inside a chunk).", ""]
     lines += ["**Targets** (from the performance issue; this run's numbers)", "",
