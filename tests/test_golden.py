@@ -120,3 +120,17 @@ def test_tiny_bert_gradients_equal_transformers(layout):
     assert set(grads) == {k[len("grad."):] for k in g if k.startswith("grad.")}  # every parameter has a gradient
     worst = max(assert_close(d, g[f"grad.{k}"], TOL, f"gradient of {k} ({layout})") for k, d in grads.items())
     print(f"{len(grads)} gradients ({layout}), maxdiff {worst:.2e}")
+
+
+def test_compiled_path_does_not_compile_again_for_new_shapes(compiled_minilm, golden):
+    """dynamic=True: after a batch of several texts and one of a single text (which gets a graph of its own), a
+    stream of new batch sizes and lengths reuses those two graphs; a recompile per shape would cost seconds each."""
+    from torch._dynamo.utils import counters
+    texts = golden[0]["texts"]
+    compiled_minilm.encode(texts[:3])
+    compiled_minilm.encode(texts[0])
+    before = counters["stats"]["unique_graphs"]
+    for n in (2, 5, 1, 9, 4, 1, 7):
+        compiled_minilm.encode([t[:17 * n] for t in texts[:n]] if n > 1 else texts[n][:40])
+    assert compiled_minilm.compiled is not None
+    assert counters["stats"]["unique_graphs"] == before, "the compiled path compiled again for a new shape"
