@@ -1,4 +1,8 @@
 """SentenceEncoder.encode: batching, order, output types and bad input, on all-MiniLM-L6-v2."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -149,3 +153,18 @@ def test_a_compile_that_fails_says_so_once_and_encodes_eagerly(minilm, minilm_di
     assert enc.compiled is None and np.abs(got - minilm.encode(["one text", "and another one"])).max() < 1e-6
     with pytest.raises(ValueError, match="compile='yes' must be True or False"):
         SentenceEncoder.from_pretrained(minilm_dir, compile="yes")
+
+
+def test_without_a_cxx_compiler_compile_falls_back_in_one_line(minilm_dir, tmp_path):
+    """A real failure, as on a machine with no C++ compiler: inductor cannot build its kernels (CXX names a compiler
+    that is not there, and an empty kernel cache holds none built before)."""
+    code = ("from minimt import SentenceEncoder\n"
+            f"e = SentenceEncoder.from_pretrained({str(minilm_dir)!r}, compile=True)\n"
+            "v = e.encode(['a text', 'another'])\n"
+            "print(v.shape, e.compiled)\n")
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-g++"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert run.returncode == 0 and run.stdout == "(2, 384) None\n", run.stderr[-2000:]
+    failed = [line for line in run.stderr.splitlines() if "torch.compile failed" in line]
+    assert len(failed) == 1 and "C++ compiler" in failed[0] and failed[0].endswith("; encoding without it"), run.stderr
+    assert "Traceback" not in run.stderr
