@@ -176,6 +176,10 @@ def test_clear_stale_knows_only_its_own_names(tmp_path):
     gone = tmp_path / f".a.txt.tmp-{dead_pid()}-ff"
     gone.write_text("x")
     assert files.clear_stale(target) == [gone] and all(p.exists() for p in keep)
+    odd = tmp_path / "b.tmp-1.txt"  # a target whose own name looks like a temp of pid 1 (always running)
+    stale = tmp_path / f".b.tmp-1.txt.tmp-{dead_pid()}-ab"
+    stale.write_text("x")
+    assert files.clear_stale(odd) == [stale]
 
 
 # weights/ and the Hugging Face cache: every file that shapes a result

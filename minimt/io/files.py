@@ -118,7 +118,8 @@ def leftovers(path, kind):
 
 
 def writer_pid(leftover):
-    return int(re.search(r"\.(?:tmp|old|part|public)-(\d+)", Path(leftover).name).group(1))
+    # the last match: the target's own name may hold ".tmp-5" too
+    return int(re.findall(r"\.(?:tmp|old|part|public)-(\d+)", Path(leftover).name)[-1])
 
 
 def alive(pid):
