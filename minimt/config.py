@@ -140,8 +140,12 @@ def check_types(cfg):
     with "hidden_size": "384" fails here, naming the file, rather than deep inside the model."""
     for f in fields(cfg):
         v, t = getattr(cfg, f.name), f.type
-        ok = isinstance(v, bool) if t is bool else (isinstance(v, t) and not isinstance(v, bool)) if t is int else \
-            (isinstance(v, (int, float)) and not isinstance(v, bool)) if t is float else isinstance(v, t)
+        if t in (int, float) and isinstance(v, bool):
+            ok = False  # JSON's true is no number, though Python's bool is an int
+        elif t is float:
+            ok = isinstance(v, (int, float))  # 0 is as good a dropout as 0.0
+        else:
+            ok = isinstance(v, t)
         if not ok:
             raise UserError(f"{f.name} is {json.dumps(v)}, which is not a{'n' * (t is int)} {t.__name__}")
 

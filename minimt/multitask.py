@@ -134,13 +134,12 @@ class MultiTaskModel(nn.Module):
         """A training checkpoint (runs/train/best) or a directory written by save() / `minimt export`, every
         tensor checked (strict)."""
         kind = layout.kind(path)
-        if kind != "checkpoint":  # checkpoint.read finds and checks its own; an export's files are checked here
-            path = download.locate(path)
-        if kind == "checkpoint":
+        if kind == "checkpoint":  # checkpoint.read finds and checks its own files
             bert, tokenizer, state, meta = checkpoint.read(path)
             model = cls(SentenceEncoder(bert, tokenizer), meta["tasks"], head=meta["head"], dropout=meta["dropout"])
             model.load_state_dict(state, strict=True)
         elif kind == "export":
+            path = download.locate(path)  # every file checked against export.json (or an interrupted export's copy)
             meta, heads = export.read_heads(path)
             bert, tokenizer = read_dir(path)
             model = cls(SentenceEncoder(bert.eval(), tokenizer), meta["tasks"], meta["head"], meta["dropout"])

@@ -12,8 +12,8 @@ killed at any instant (kill -9) leaves either the previous checkpoint or the new
 recover() clears what such a kill leaves beside the checkpoint (.<name>.tmp-<pid>, .<name>.old-<pid>).
 
 Checked when read: checkpoint.json records the sha256 of each file save() wrote, of the label lists and of the model
-settings; a changed or damaged file, a cut-off file, an edited label list or model setting, a head whose output count is not its label count, or a NaN/inf
-weight is a UserError naming the file.
+settings; a changed or damaged file, a cut-off file, an edited label list or model setting, a head whose output
+count is not its label count, or a NaN/inf weight is a UserError naming the file.
 """
 import hashlib
 import json
@@ -114,7 +114,7 @@ def intact(d):
 def recover(path):
     """Clean up after saves of the checkpoint at `path` that were killed (files.recover); call it before training
     writes to `path` again."""
-    return files.recover(path, step, "checkpoint")
+    return files.recover(path, step, "checkpoint", rank_name="step")
 
 
 def find(path):

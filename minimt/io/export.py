@@ -168,19 +168,15 @@ def check_target(out, src, overwrite=False):
     if not out.is_dir() or not any(out.iterdir()) or overwrite:
         return
     if not is_export(out):
-        raise UserError(f"{out} is a folder that is not a minimt export ({listing(out)}): export replaces only a "
+        raise UserError(f"{out} is a folder that is not a minimt export (it holds "
+                        f"{files.some(sorted(p.name for p in out.iterdir()))}): export replaces only a "
                         f"previous export; choose a new or empty OUT_DIR, or give {OVERWRITE} to replace it")
     ours = {Path(name).parts[0] for name in read_json(out / RECORD, REDO).get("sha256", {})} | {RECORD}
     # an empty folder (2_Normalize) holds nothing to lose
     extra = sorted(p.name for p in out.iterdir() if p.name not in ours and not (p.is_dir() and not any(p.iterdir())))
     if extra:
-        raise UserError(f"{out} is a previous export, but {', '.join(extra[:3])}{' ...' * (len(extra) > 3)} in it "
+        raise UserError(f"{out} is a previous export, but {files.some(extra)} in it "
                         f"came from elsewhere and would be deleted: move that out, or give {OVERWRITE}")
-
-
-def listing(d, n=3):
-    names = sorted(p.name for p in Path(d).iterdir())
-    return f"it holds {', '.join(names[:n])}" + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
 def read_heads(path):

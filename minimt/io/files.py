@@ -5,7 +5,8 @@
 
 A reader of the target, or a run killed at any instant (kill -9, a full disk), finds the previous file or the new
 one, never a part of either; a failure leaves no new file behind (a kill -9 can leave the hidden temp, which is
-safe to delete, and the next write to the same target deletes it: clear_stale). The space is reserved up front with posix_fallocate, so a full disk fails with a message before
+safe to delete, and the next write to the same target deletes it: clear_stale). The space is reserved up front
+with posix_fallocate, so a full disk fails with a message before
 any work is written, rather than as SIGBUS when a memory-mapped page (corpus.py) finds no free block later.
 Directories (checkpoints, exports) go the same way: filled in a fresh hidden directory (fresh_dir), then
 publish() renames it into place. This file is the one home of these helpers: atomic publish, JSON, sha256.
@@ -168,10 +169,14 @@ def check_out_dir(out, ours, option="--out", flag="--overwrite", overwrite=False
         raise UserError(f"{out} is a file, and {option} names a folder: choose another {option}")
     others = sorted(p.name for p in out.iterdir() if p.name not in ours) if out.is_dir() else []
     if others and not overwrite:
-        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
-        raise UserError(f"{out} holds {', '.join(others[:3])}{more}, so it is not a previous output of this command "
+        raise UserError(f"{out} holds {some(others)}, so it is not a previous output of this command "
                         f"(which writes {', '.join(ours)}): choose another {option}, or give {flag} to write beside "
                         f"them")
+
+
+def some(names, n=3):
+    """The first `n` names and how many more: "a.txt, b.txt, c.txt and 4 more", for one-line messages."""
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
 def check_target(path, option="--output"):
@@ -247,9 +252,9 @@ def newest_intact(olds, rank):
     return best, ranks[best], rejected
 
 
-def recover(path, rank, what):
+def recover(path, rank, what, rank_name=None):
     """Clean up after killed writes of the directory `path` (a checkpoint or an export, `what`); returns one message
-    per action, to log. Call it before writing `path` again.
+    per action, to log. Call it before writing `path` again. `rank_name` ("step") puts the rank in the message.
       .<name>.tmp-<pid>   a write that never finished: removed once its process is gone
       .<name>.old-<pid>   the previous directory, kept by publish() until the new one is in place: removed if `path`
                           exists; otherwise the intact one with the highest rank() (a checkpoint's step) goes back
@@ -265,7 +270,7 @@ def recover(path, rank, what):
         os.rename(best, path)
         olds.remove(best)
         done.append(f"{path} was missing (a write was interrupted): put back the previous {what} {best.name}"
-                    + (f" (step {r})" if what == "checkpoint" else ""))
+                    + (f" ({rank_name} {r})" if rank_name else ""))
     for old in olds:
         remove(old)
         done.append(f"removed {old}: a previous {what} of {path} left by an interrupted write")
