@@ -58,34 +58,6 @@ class Packed:
         return cls(input_ids, positions, runs)
 
 
-class Dropout(nn.Module):
-    """Dropout (Srivastava et al. 2014): in training, zero each element with probability p and scale the rest by
-    1 / (1 - p), so the expected value is unchanged; in eval mode, the identity.
-
-    On the CPU the keep mask compares 31-bit random integers with p * 2^31 (p exact to 2^-31, finer than float32's
-    torch.rand at 2^-24). nn.Dropout's bernoulli_ draws the same distribution about 3x slower, and drew a sixth of a
-    training step's time (tests/bench/README.md). Elsewhere (CUDA) F.dropout runs, one fused kernel."""
-
-    def __init__(self, p):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x):
-        return dropout(x, self.p, self.training)
-
-    def extra_repr(self):
-        return f"p={self.p}"
-
-
-def dropout(x, p, training):
-    if not training or p == 0:
-        return x
-    if x.device.type != "cpu":
-        return F.dropout(x, p, training=True)
-    keep = torch.empty(x.shape, dtype=torch.int32, device=x.device).random_() >= round(p * 2**31)  # random_: [0, 2^31)
-    return x * keep * (1.0 / (1.0 - p))
-
-
 class Embeddings(nn.Module):
     """Each token's vector = its word vector + its position vector + its segment vector, then LayerNorm.
     DistilBERT has no segments (type_vocab_size = 0): the segment term is simply absent."""
@@ -96,7 +68,7 @@ class Embeddings(nn.Module):
         self.position = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
         self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size) if cfg.type_vocab_size else None
         self.ln = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.drop = Dropout(cfg.hidden_dropout_prob)
+        self.drop = nn.Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, input_ids, positions, token_type_ids=None):
         # input_ids, positions, token_type_ids: (B, T) or (N,) -> (B, T, H) or (N, H)
@@ -149,15 +121,13 @@ class SelfAttention(nn.Module):
     def attend(self, q, k, v, mask):
         """q, k, v: (B, nh, T, hd); mask: (B, 1, 1, T) additive, or None when every token is real."""
         p = self.p_drop if self.training else 0.0
-        # with dropout on the CPU, SDPA runs this same math (its fused kernel has no dropout there), only with the
-        # slower bernoulli_ mask: the manual path below is the faster of the two
-        if self.use_sdpa and not (p > 0 and q.device.type == "cpu"):
+        if self.use_sdpa:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hd)
         # 3) scores: how much each query token attends to each key token, scaled so softmax stays soft
         att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, nh, T, T)
         if mask is not None:
             att = att + mask  # padding keys get -inf-like scores, so softmax gives them weight 0
-        att = dropout(self.probs(att.softmax(dim=-1)), p, self.training)
+        att = F.dropout(self.probs(att.softmax(dim=-1)), self.p_drop, self.training)
         # 4) each token's output is the attention-weighted average of the value vectors
         return att @ v                                              # (B, nh, T, hd)
 
@@ -183,7 +153,7 @@ class Layer(nn.Module):
         self.ln1 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.ffn = FeedForward(cfg)
         self.ln2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.drop = Dropout(cfg.hidden_dropout_prob)
+        self.drop = nn.Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, x, mask=None, runs=None):
         x = self.ln1(x + self.drop(self.attn(x, mask, runs)))  # (B, T, H) or (N, H)

@@ -15,7 +15,6 @@ from minimt.devices import pick_device
 from minimt.encoder import SentenceEncoder, check_texts, embed_sorted, eval_mode, read_dir
 from minimt.errors import UserError, UserTypeError
 from minimt.io import checkpoint, download, export, layout
-from minimt.model import Dropout
 from minimt.pooling import normalize
 from minimt.tokenizer import MAX_TOKENS
 
@@ -41,7 +40,7 @@ class Head(nn.Module):
         super().__init__()
         check_head(kind)
         self.hidden = nn.Linear(dim, dim) if kind == "mlp" else None
-        self.drop = Dropout(dropout)
+        self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(dim, n_labels)
 
     def forward(self, x):                        # x: (B, H)

@@ -4,7 +4,7 @@ import torch
 
 from helpers import assert_close
 from minimt.config import BertConfig
-from minimt.model import BertModel, Dropout
+from minimt.model import BertModel
 
 
 def tiny_batch(cfg, B=3, T=11, lengths=(11, 6, 1)):
@@ -57,30 +57,10 @@ def test_output_shape_and_dropout():
     assert torch.equal(model(ids, mask), model(ids, mask)), "eval mode must be deterministic"
 
 
-@pytest.mark.parametrize("p", [0.1, 0.5])
-def test_dropout_rate_scale_and_gradient(p):
-    """model.Dropout draws its mask from 31-bit integers: each element must be dropped with probability p, the rest
-    scaled by exactly 1/(1-p), the same mask under the same seed, and the gradient must flow through the kept ones."""
-    n = 1_000_000
-    x = torch.ones(n, requires_grad=True)
-    drop = Dropout(p).train()
-    torch.manual_seed(0)
-    y = drop(x)
-    dropped = (y == 0).float().mean().item()
-    sd = (p * (1 - p) / n) ** 0.5
-    assert abs(dropped - p) < 6 * sd, f"dropped share {dropped:.5f}, expected {p} +- {6 * sd:.5f}"
-    kept = y[y != 0]
-    assert torch.equal(kept, torch.full_like(kept, 1 / (1 - p))), "kept elements must be scaled by 1/(1-p)"
-    y.sum().backward()
-    assert torch.equal(x.grad, y.detach()), "the gradient must be the mask times the scale"
-    torch.manual_seed(0)
-    assert torch.equal(drop(x), y), "the same seed must draw the same mask"
-    assert drop.eval()(x) is x and Dropout(0.0).train()(x) is x, "eval mode and p = 0 are the identity"
-
-
 def test_training_attention_sdpa_flag_equal():
-    """In training (dropout on), the SDPA flag must not change the result: on the CPU both run the manual path's
-    math with model.Dropout's mask, so the same seed gives the same output."""
+    """In training (dropout on), the SDPA flag must not change the result: SDPA's math path draws its dropout mask
+    on the softmax weights as F.dropout does, so the same seed gives the same mask (1e-6: the two scale q @ k at
+    different points)."""
     cfg = BertConfig.tiny()
     torch.manual_seed(0)
     model = BertModel(cfg).train()
@@ -90,7 +70,7 @@ def test_training_attention_sdpa_flag_equal():
         model.set_attention(impl)
         torch.manual_seed(1)
         out[impl] = model(ids, mask)
-    assert torch.equal(out["sdpa"], out["manual"])
+    assert_close(out["sdpa"], out["manual"], 1e-6, "training forward, sdpa vs manual")
 
 
 def test_gradients_reach_embeddings():

@@ -9,8 +9,6 @@ slow moment of the machine hits both alike; the table shows the medians and time
   no eval() walk      encode leaves a model already in eval mode as it is; off: the model is put in training mode
                       before each call, so encode walks eval() and train() over every module
   packing             the Packed layout (real tokens only); off: padded batches of 32 with the attention mask
-  integer dropout     model.Dropout's keep mask from 31-bit random integers; off: F.dropout (bernoulli_), as
-                      nn.Dropout and SDPA draw it
   one split per run   packed attention takes each run's q, k, v rows with one split; off: a slice per run (each
                       slice's backward fills a batch-sized zero tensor)
 Workloads: W3, one sentence per call (200 STSb test sentences, medians of single calls), and W1, the 2,758 STSb
@@ -25,9 +23,7 @@ import time
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-import minimt.model
 from bench_encode import padded_encode
 from bench_train import CFG, minimt_model, minimt_step
 from common import MINILM, ROOT, cpu_name, save_results, write_readme
@@ -68,19 +64,11 @@ def sliced_forward(self, x, mask=None, runs=None):
     return self.out(torch.cat(parts))                                         # (N, H)
 
 
-SPLIT_FORWARD, INT_DROPOUT = SelfAttention.forward, minimt.model.dropout
+SPLIT_FORWARD = SelfAttention.forward
 
 
 def split_per_run(on):
     SelfAttention.forward = SPLIT_FORWARD if on else sliced_forward
-
-
-def integer_dropout(on):
-    minimt.model.dropout = INT_DROPOUT if on else bernoulli_dropout
-
-
-def bernoulli_dropout(x, p, training):
-    return F.dropout(x, p, training)
 
 
 def t1_run():
@@ -173,10 +161,9 @@ def main():
             print(f"{name:<22} {wl} {dtype:<9} on {on * 1e3:9.2f} ms  off {off * 1e3:9.2f} ms  "
                   f"off/on {off / on:5.2f}", flush=True)
     t1 = t1_run()
-    for name, switch in (("integer dropout masks", integer_dropout), ("one split per run", split_per_run)):
-        on, off = measure(*switched(switch, t1, True))
-        rows.append({"technique": name, "workload": "T1", "dtype": "float32", "on_s": on, "off_s": off})
-        print(f"{name:<22} T1 float32   on {on:9.2f} s   off {off:9.2f} s   off/on {off / on:5.2f}", flush=True)
+    on, off = measure(*switched(split_per_run, t1, True))
+    rows.append({"technique": "one split per run", "workload": "T1", "dtype": "float32", "on_s": on, "off_s": off})
+    print(f"{'one split per run':<22} T1 float32   on {on:9.2f} s   off {off:9.2f} s   off/on {off / on:5.2f}", flush=True)
     save_results("techniques", {"cpu": cpu_name(), "threads": torch.get_num_threads(), "rounds": ROUNDS,
                                 "rows": rows})
     write_readme()
