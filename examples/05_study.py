@@ -1,7 +1,10 @@
 """The study: what each way of freezing costs and buys on real reviews, and whether tasks on the embedding itself
 (pairs, contrastive) keep the encoder a good sentence encoder while the heads learn.
 
-    make study    (or: .venv/bin/python examples/05_study.py [row ...])   ~2 hours on 2 cores
+    make study    (or: .venv/bin/python examples/05_study.py [row ... | --missing])   2-4 hours on 2 cores
+
+A stopped study goes on with `--missing`: the rows results.json does not hold yet. Each row records the CPU it ran
+on, and the tables name it where rows ran on different ones (wall time depends on it; the metrics barely do).
 
 Every freezing row trains from the pretrained all-MiniLM-L6-v2 with the same data, seed, steps and learning rates,
 and differs only in what is frozen. Measured: test accuracy and macro-F1 per task, trainable parameters, wall time,
@@ -12,6 +15,7 @@ The seeded rows repeat one comparison over three seeds. Results go to runs/study
 tables and the figure, examples/study.png (accuracy per task and STSb after, against trainable parameters).
 """
 import json
+import platform
 import sys
 import time
 from pathlib import Path
@@ -216,6 +220,13 @@ def seeded(name):
             "command": f"python examples/05_study.py {name}"}
 
 
+def cpu_name():
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def main(names):
     OUT.mkdir(parents=True, exist_ok=True)
     results_path = OUT / "results.json"
@@ -235,7 +246,7 @@ def main(names):
             results[name] = run(name, ALL[name][0])
             if name in OTHER or name in EMBEDDING:  # their sources are long JSON: name the row, set above
                 results[name]["command"] = f"python examples/05_study.py {name}"
-        results[name]["what"] = ALL[name][1]
+        results[name].update(what=ALL[name][1], cpu=cpu_name(), threads=torch.get_num_threads())
         files.write_text(results_path, json.dumps(results, indent=1) + "\n", option="path")  # a kill keeps the old
     write_readme(results)
 
@@ -244,8 +255,23 @@ def fmt(x, digits=3):
     return "—" if x is None else f"{x:.{digits}f}"
 
 
+def hosts(results):
+    """'2 threads of AMD EPYC', and a mark for each row measured on another CPU than most rows (its wall time is
+    that CPU's): (header words, {row name: mark})."""
+    ran = {name: f"{r['threads']} threads of {r['cpu']}" for name, r in results.items()}
+    counts = {}
+    for h in ran.values():
+        counts[h] = counts.get(h, 0) + 1
+    main_host = max(counts, key=counts.get)
+    others = [h for h in counts if h != main_host]
+    marks = {name: " " + "*" * (1 + others.index(h)) for name, h in ran.items() if h != main_host}
+    words = main_host + "".join(f"; rows marked {'*' * (1 + i)} on {h}" for i, h in enumerate(others))
+    return words, marks
+
+
 def write_readme(results):
-    lines = [f"Measured with `make study` on {torch.get_num_threads()} CPU threads; test split (1,000 reviews) of "
+    where, mark = hosts(results)
+    lines = [f"Measured with `make study` on {where}; test split (1,000 reviews) of "
              f"multi_domain_sentiment, {STEPS} steps of 32 reviews cut at 128 tokens unless the row says otherwise.",
              "", "| mode | domain acc | domain F1 | sentiment acc | sentiment F1 | trainable params | wall s | "
                  "samples/s | STSb Spearman after | command |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -262,7 +288,7 @@ def write_readme(results):
         if "domain_before" in r:
             extra = f" (domain acc before phase 2: {r['domain_before']['accuracy']:.3f})"
         lines.append(f"| {r['what']}{extra} | {fmt(d.get('accuracy'))} | {fmt(d.get('macro_f1'))} | "
-                     f"{fmt(s.get('accuracy'))} | {fmt(s.get('macro_f1'))} | {trainable} | {r['wall_s']:.0f} | "
+                     f"{fmt(s.get('accuracy'))} | {fmt(s.get('macro_f1'))} | {trainable} | {r['wall_s']:.0f}{mark.get(name, '')} | "
                      f"{rate} | {r['sts_spearman']:.2f} | `{r['command']}` |")
     if "heads_cached" in results and "heads_uncached" in results:
         fast, slow = results["heads_cached"]["samples_per_s"], results["heads_uncached"]["samples_per_s"]
@@ -278,7 +304,7 @@ def write_readme(results):
             d, s, ag = (r["test"].get(t, {}) for t in ("domain", "sentiment", "ag_retrieval"))
             retrieval = f"{ag['recall_at_1']:.3f} / {ag['mrr']:.3f}" if ag else "—"
             lines.append(f"| {r['what']} | {fmt(d.get('accuracy'))} | {fmt(s.get('accuracy'))} | "
-                         f"{r['sts_spearman']:.2f} | {retrieval} | {r['trainable']:,} | {r['wall_s']:.0f} | "
+                         f"{r['sts_spearman']:.2f} | {retrieval} | {r['trainable']:,} | {r['wall_s']:.0f}{mark.get(name, '')} | "
                          f"`{r['command']}` |")
     seeded_rows = [name for name in SEEDED if name in results]
     if seeded_rows:
@@ -292,14 +318,14 @@ def write_readme(results):
                                  for t in ("sentiment", "domain"))
             sts = " / ".join(f"{p['sts_spearman']:.2f}" for p in per)
             lines.append(f"| {r['what']} | {sentiment} | {fmt(r['test']['sentiment']['accuracy'])} | {domain} | "
-                         f"{sts} | {r['sts_spearman']:.2f} | {r['wall_s']:.0f} | `{r['command']}` |")
+                         f"{sts} | {r['sts_spearman']:.2f} | {r['wall_s']:.0f}{mark.get(name, '')} | `{r['command']}` |")
     lines += ["", "| other set-ups | task: test acc / macro-F1 | wall s | STSb Spearman after | command |",
               "|---|---|---|---|---|"]
     for name in OTHER:
         if name in results:
             r = results[name]
             tasks = "; ".join(f"{t}: {m['accuracy']:.3f} / {m['macro_f1']:.3f}" for t, m in r["test"].items())
-            lines.append(f"| {r['what']} | {tasks} | {r['wall_s']:.0f} | {r['sts_spearman']:.2f} | "
+            lines.append(f"| {r['what']} | {tasks} | {r['wall_s']:.0f}{mark.get(name, '')} | {r['sts_spearman']:.2f} | "
                          f"`{r['command']}` |")
     discussed = ("heads_cached", "top2", "full", "gradual", "continual", "joint_stsb_w005")  # README, docs/study.md
     plot_study({name: results[name] for name in ROWS | EMBEDDING if name in results}, FIGURE, highlight=discussed)
@@ -319,6 +345,10 @@ if __name__ == "__main__":
         write_readme(json.loads((OUT / "results.json").read_text()))
         sys.exit()
     chosen = sys.argv[1:] or list(ALL)
+    if chosen == ["--missing"]:
+        done = json.loads((OUT / "results.json").read_text()) if (OUT / "results.json").exists() else {}
+        chosen = [n for n in ALL if n not in done]
+        print(f"rows still to run: {chosen or 'none'}")
     unknown = [n for n in chosen if n not in ALL]
     if unknown:
         sys.exit(f"unknown rows {unknown}; choose from {list(ALL)}")
