@@ -46,7 +46,7 @@ class SentenceEncoder:
         self.model = model
         self.tokenizer = tokenizer
         self.config = model.config
-        self.compiled = None  # compile(): the compiled embed_padded, used by encode from then on
+        self.compiled = None  # compile(): a Compiled embed_padded, used by encode from then on
 
     @classmethod
     def from_pretrained(cls, name_or_path="all-MiniLM-L6-v2", dtype="float32", attention="sdpa", device="cpu",
@@ -73,8 +73,7 @@ class SentenceEncoder:
         new batch sizes and lengths do not compile again. It pays where the same process encodes many small
         batches (one sentence per call); packed eager batches are as fast for a large corpus (docs/performance.md).
         If compiling fails (no C++ compiler, say), encode says so in one line and runs eagerly."""
-        self.compiled = torch.compile(functools.partial(embed_padded, self.model), dynamic=True,
-                                      options={"freezing": True})
+        self.compiled = Compiled(self.model, self.tokenizer, freezing=True)
         return self
 
     def save(self, path):
@@ -171,16 +170,33 @@ class SentenceEncoder:
 
     def embed_batch(self, ids):
         """Token-id lists sorted longest first -> pooled (b, H) vectors."""
-        if self.compiled is None:
-            return embed_sorted(self.model, ids)
+        return self.compiled(ids) if self.compiled is not None else embed_sorted(self.model, ids)
+
+
+class Compiled:
+    """embed_padded through torch.compile (inductor), for a SentenceEncoder or a MultiTaskModel. Shapes are dynamic,
+    so new batch sizes and lengths reuse the graph. freezing=True (inference only) folds the weights into the graph
+    as constants and lets inductor prepack them; without it the weights stay parameters, and autograd runs through
+    the compiled forward and its compiled backward (AOTAutograd). If compiling fails (no C++ compiler, say), it
+    says so in one line and the eager packed path runs from then on (fn is None)."""
+
+    def __init__(self, bert, tokenizer, freezing):
+        self.bert, self.tokenizer = bert, tokenizer
+        self.fn = torch.compile(functools.partial(embed_padded, bert), dynamic=True, options={"freezing": freezing})
+
+    def __call__(self, ids):
+        """Token-id lists -> pooled (b, H), in the same order."""
+        if self.fn is None:
+            return embed_sorted(self.bert, ids)
         batch = self.tokenizer.pad(ids)
+        device = self.bert.embeddings.word.weight.device
         try:
-            return self.compiled(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+            return self.fn(batch["input_ids"].to(device), batch["attention_mask"].to(device))
         except Exception as e:  # what inductor raises when it cannot build its kernels: BackendCompilerFailed, ...
             print(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                   f"encoding without it", file=sys.stderr)
-            self.compiled = None
-            return embed_sorted(self.model, ids)
+            self.fn = None
+            return embed_sorted(self.bert, ids)
 
 
 @contextlib.contextmanager

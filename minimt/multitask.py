@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minimt.devices import pick_device
-from minimt.encoder import SentenceEncoder, check_texts, embed_sorted, eval_mode, read_dir
+from minimt.encoder import Compiled, SentenceEncoder, check_texts, embed_sorted, eval_mode, read_dir
 from minimt.errors import UserError, UserTypeError
 from minimt.io import checkpoint, download, export, layout
 from minimt.pooling import normalize
@@ -71,6 +71,17 @@ class MultiTaskModel(nn.Module):
         self.heads = nn.ModuleDict({name: Head(self.config.hidden_size, len(labels), head, dropout)
                                     for name, labels in self.tasks.items()})
         self.to(pick_device(device) if device is not None else self.device)  # the heads join the encoder
+        self.compiled = None  # compile(): the encoder's forward through torch.compile
+
+    def compile(self):
+        """Train and predict through torch.compile from now on: the encoder's padded forward and pooling, forward
+        and backward (AOTAutograd), compiled by inductor; the heads and losses stay eager. The first step compiles
+        (about a minute for MiniLM), and each new mix of train/eval mode and frozen blocks compiles once more, so
+        it pays over a long run with a fixed freezing plan (TrainConfig.compile; docs/performance.md). If
+        compiling fails, one line says so and training goes on eagerly. Replaces nn.Module.compile, which would
+        trace the per-run Python loop of the packed layout."""
+        self.compiled = Compiled(self.bert, self.tokenizer, freezing=False)
+        return self
 
     @property
     def device(self):
@@ -101,7 +112,9 @@ class MultiTaskModel(nn.Module):
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # Packed wants the longest first
         # a frozen backbone learns nothing: skip autograd's bookkeeping for the encoder (the heads still get it)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone_frozen()):
-            pooled = embed_sorted(self.bert, [ids[i] for i in order])     # (B, H) in `order`
+            sorted_ids = [ids[i] for i in order]
+            pooled = (self.compiled(sorted_ids) if self.compiled is not None    # (B, H) in `order`
+                      else embed_sorted(self.bert, sorted_ids))
         pooled = pooled[torch.argsort(torch.tensor(order, device=pooled.device))]  # (B, H) in the caller's order
         return normalize(pooled) if self.config.normalize else pooled
 

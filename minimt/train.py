@@ -70,6 +70,7 @@ class TrainConfig:
     bf16: bool = False               # bfloat16 autocast (on the CPU or a GPU)
     fp16: bool = False               # float16 autocast with loss scaling (CUDA only: CPUs have no fast fp16 path)
     device: str = "auto"             # "auto" = cuda if present, else mps, else cpu; or "cpu", "cuda:1", ...
+    compile: bool = False            # the encoder's forward and backward through torch.compile (MultiTaskModel.compile)
     seed: int = 0
     eval_every: int = 0              # steps between dev evaluations; 0 = end of every epoch
     log_every: int = 10              # steps between training-loss lines (metrics.jsonl "split": "train", stderr)
@@ -111,6 +112,9 @@ class TrainConfig:
             raise UserError("cache_embeddings needs the backbone frozen: add \"backbone\" to freeze")
         if self.cache_embeddings and self.unfreeze_every:
             raise UserError("cache_embeddings and unfreeze_every exclude each other: the backbone must stay frozen")
+        if self.compile and self.unfreeze_every:
+            raise UserError("compile and unfreeze_every exclude each other: each unfreezing would compile the encoder "
+                            "again; train eagerly, or freeze once (freeze=[...])")
         if self.resume and self.overwrite:
             raise UserError("resume and overwrite exclude each other: continue the run or start it over")
 
@@ -461,7 +465,7 @@ def build_model(cfg, maps, log, device):
     model = MultiTaskModel(encoder, maps, head=cfg.head, dropout=cfg.dropout)
     if cfg.init_from:
         log(init_from(model, cfg.init_from))
-    return model
+    return model.compile() if cfg.compile else model
 
 
 def init_from(model, path):

@@ -145,12 +145,12 @@ def test_a_compile_that_fails_says_so_once_and_encodes_eagerly(minilm, minilm_di
 
     def broken(*args):
         raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\n(the rest of a long message)")
-    enc.compiled = broken
+    enc.compiled.fn = broken
     got = enc.encode(["one text", "and another one"])
     err = capsys.readouterr().err
     assert err == ("torch.compile failed (RuntimeError: InvalidCxxCompiler: No working C++ compiler found); "
                    "encoding without it\n")
-    assert enc.compiled is None and np.abs(got - minilm.encode(["one text", "and another one"])).max() < 1e-6
+    assert enc.compiled.fn is None and np.abs(got - minilm.encode(["one text", "and another one"])).max() < 1e-6
     with pytest.raises(ValueError, match="compile='yes' must be True or False"):
         SentenceEncoder.from_pretrained(minilm_dir, compile="yes")
 
@@ -161,7 +161,7 @@ def test_without_a_cxx_compiler_compile_falls_back_in_one_line(minilm_dir, tmp_p
     code = ("from minimt import SentenceEncoder\n"
             f"e = SentenceEncoder.from_pretrained({str(minilm_dir)!r}, compile=True)\n"
             "v = e.encode(['a text', 'another'])\n"
-            "print(v.shape, e.compiled)\n")
+            "print(v.shape, e.compiled.fn)\n")
     env = {**os.environ, "CXX": str(tmp_path / "no-such-g++"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert run.returncode == 0 and run.stdout == "(2, 384) None\n", run.stderr[-2000:]

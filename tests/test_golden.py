@@ -54,7 +54,7 @@ def test_compiled_sentence_embeddings(compiled_minilm, golden):
     """The compiled path (torch.compile of the padded forward and pooling), batched."""
     meta, ref = golden
     emb = compiled_minilm.encode(meta["texts"])
-    assert compiled_minilm.compiled is not None, "the compiled path fell back to eager"
+    assert compiled_minilm.compiled.fn is not None, "the compiled path fell back to eager"
     worst = 0.0
     for i, text in enumerate(meta["texts"]):
         worst = max(worst, assert_close(emb[i], ref["embeddings"][i], TOL, f"embedding of text {i} {text[:30]!r} "
@@ -97,11 +97,14 @@ def test_tiny_bert_base_dialect(attention):
         assert_close(hidden[b, :n], g["last_hidden_state"][b, :n], TOL, f"tiny BERT row {b} ({attention})")
 
 
-@pytest.mark.parametrize("layout", ["packed", "padded"])
-def test_tiny_bert_gradients_equal_transformers(layout):
+@pytest.mark.parametrize("layout", ["packed", "padded", "compiled"])
+def test_tiny_bert_gradients_equal_transformers(layout, minilm_dir):
     """The backward: a fixed loss (mean pooling, a fixed linear head, cross-entropy; dropout off) on padded texts of
-    mixed lengths; every parameter's gradient == transformers' BertModel's (make_golden.py)."""
+    mixed lengths; every parameter's gradient == transformers' BertModel's (make_golden.py). compiled: the padded
+    forward and its backward through torch.compile, as MultiTaskModel.compile trains."""
+    from minimt.encoder import Compiled
     from minimt.model import Packed
+    from minimt.tokenizer import Tokenizer
     from minimt.pooling import pool, pool_packed
     from minimt.weights import checkpoint_tensors
     d = GOLDEN / "tiny_bert"
@@ -111,6 +114,10 @@ def test_tiny_bert_gradients_equal_transformers(layout):
     if layout == "packed":  # how training feeds it: real tokens only, longest first (the golden rows already are)
         packed = Packed.from_ids([row[:n].tolist() for row, n in zip(g["input_ids"], mask.sum(1).tolist())])
         pooled = pool_packed(model(packed), packed, "mean")
+    elif layout == "compiled":  # (the tokenizer only pads, with id 0 as this model's config)
+        compiled = Compiled(model, Tokenizer(minilm_dir / "tokenizer.json", 40), freezing=False)
+        pooled = compiled([row[:n].tolist() for row, n in zip(g["input_ids"], mask.sum(1).tolist())])
+        assert compiled.fn is not None, "the compiled path fell back to eager"
     else:
         pooled = pool(model(g["input_ids"], mask), mask, "mean")
     loss = torch.nn.functional.cross_entropy(pooled @ g["head_weight"].T + g["head_bias"], g["labels"])
@@ -132,5 +139,5 @@ def test_compiled_path_does_not_compile_again_for_new_shapes(compiled_minilm, go
     before = counters["stats"]["unique_graphs"]
     for n in (2, 5, 1, 9, 4, 1, 7):
         compiled_minilm.encode([t[:17 * n] for t in texts[:n]] if n > 1 else texts[n][:40])
-    assert compiled_minilm.compiled is not None
+    assert compiled_minilm.compiled.fn is not None
     assert counters["stats"]["unique_graphs"] == before, "the compiled path compiled again for a new shape"
