@@ -60,6 +60,8 @@ TRAIN_SETTINGS = [  # (override, what the message must say)
     ("--learning_rate=1", "unknown setting 'learning_rate'"),
     ("--epochs=two", "epochs='two' must be a whole number"),
     ("--resume=true --overwrite=true", "resume and overwrite exclude each other"),
+    ("--compile=true --unfreeze_every=5", "compile and unfreeze_every exclude each other"),
+    ("--compile=1", "compile=1 must be true or false"),
 ]
 
 

@@ -7,6 +7,10 @@ Workloads (all fp32 unless the row says bf16; sentence-transformers' encode at b
   W2  500 long reviews from the multi-domain sentiment files, 150-256 tokens each (seeded selection)
   W3  latency: one sentence per call at batch size 1, 200 different STSb sentences, median and p90 (see latency);
       float32, and minimt in bfloat16 too
+minimt runs eagerly (its default: packed batches) and compiled (from_pretrained(..., compile=True): torch.compile of
+the padded forward and pooling); the compiled contenders' first calls compile, outside the timing. What that costs
+is measured apart (compile_cost): the first calls in a fresh process, over eager first calls, with inductor's
+on-disk cache empty (cold) and filled by the cold run (warm).
 Each repeat times every contender once, in turn, so a slow moment of the machine hits all of them alike; the table
 shows medians. The matmul ceiling is measured here too: a GEMM of the model's own shapes (4,096 tokens x the Q/K/V,
 output, FFN-up and FFN-down matrices) in fp32 and bf16, the faster of plain and prepacked weights;
@@ -14,9 +18,14 @@ output, FFN-up and FFN-down matrices) in fp32 and bf16, the faster of plain and 
 Writes the "encode" part of tests/bench/results.json and the table between the bench markers in README.md.
 """
 import json
+import os
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -27,7 +36,8 @@ import transformers
 from sentence_transformers import SentenceTransformer
 from transformers import AutoModel, AutoTokenizer
 
-from common import MINILM, MT, MT1, MT1_16, MT16, RESULTS, ROOT, ST, cpu_name, save_results, write_readme
+from common import (MINILM, MT, MT1, MT1_16, MT1C, MT1C_16, MT16, MTC, MTC16, RESULTS, ROOT, ST, cpu_name,
+                    save_results, write_readme)
 from minimt import SentenceEncoder
 from minimt.data import Source, read_source
 from minimt.pooling import pool
@@ -128,11 +138,50 @@ def latency(contenders, texts, block=21):
     return times
 
 
-def w3(st, hf, hf_tok, ort, ov, mt, mt16, w1):
+FIRST_CALLS = """
+import sys, time
+from minimt import SentenceEncoder
+def first_calls(compile):
+    t0 = time.perf_counter()
+    enc = SentenceEncoder.from_pretrained(sys.argv[1], dtype=sys.argv[2], compile=compile)
+    enc.encode(["a first sentence", "and a second, longer one"])  # the graph for every batch of 2 or more
+    enc.encode("one sentence")                                     # batch 1: a graph of its own
+    assert not compile or enc.compiled.fn is not None, "the compile failed"
+    return time.perf_counter() - t0
+eager = first_calls(False)
+print(first_calls(True) - eager)
+"""
+
+
+def compile_cost(dtype):
+    """{"cold_s", "warm_s", "kernels"}: what the first compiled calls cost over eager ones, in a fresh process
+    each, and what the cold run generated."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+        cost = [float(subprocess.run([sys.executable, "-c", FIRST_CALLS, str(MINILM), dtype], env=env, check=True,
+                                     capture_output=True, text=True).stdout) for _ in ("cold", "warm")]
+        return {"cold_s": cost[0], "warm_s": cost[1], "kernels": kernel_counts(Path(cache))}
+
+
+def kernel_counts(cache):
+    """The kernels one forward of the compiled graph calls, from inductor's generated code (each graph's module has
+    a call() that runs them in order): {"fused": generated C++ kernels, "names": their distinct names, "library":
+    {op: calls} for what it leaves to libraries (GEMMs, attention)}, for the graph of batches of 2 or more."""
+    graphs = [f.read_text() for f in cache.rglob("*.py") if "def call(" in f.read_text()]
+    src = max(graphs, key=lambda g: len(re.findall(r"\bs\d+\b", g)))  # the dynamic graph names its sizes s0, s1, ...
+    call = src[src.index("def call("):]
+    library = {}
+    for op in re.findall(r"(extern_kernels\.\w+|torch\.ops\.\w+\.\w+(?:\.default)?)\(", call):
+        library[op] = library.get(op, 0) + 1
+    return {"graphs": len(graphs), "fused": len(re.findall(r"\bcpp_fused_\w+\(", call)),
+            "names": sorted(set(re.findall(r"^(cpp_fused_\w+?)(?:_\d+)? = ", src, re.M))), "library": library}
+
+
+def w3(st, hf, hf_tok, ort, ov, mt, mt16, mtc, mtc16, w1):
     lat = {ST: lambda t: st.encode(t), "HF AutoModel, SDPA": lambda t: hf_encode(hf, hf_tok, [t]),
            "ONNX Runtime, optimized": lambda t: ort.encode([t], batch_size=1),
            "OpenVINO, f32 hint": lambda t: ov.encode([t], batch_size=1), MT1: lambda t: mt.encode(t),
-           MT1_16: lambda t: mt16.encode(t)}
+           MT1_16: lambda t: mt16.encode(t), MT1C: lambda t: mtc.encode(t), MT1C_16: lambda t: mtc16.encode(t)}
     one = [w1[i] for i in np.random.default_rng(0).choice(len(w1), 210, replace=False)]  # 10 blocks of 21: 200 timed
     times = latency(lat, one)
     base = statistics.median(times[ST])
@@ -153,6 +202,8 @@ def main():
     st = SentenceTransformer(str(MINILM), device="cpu")
     mt = SentenceEncoder.from_pretrained(MINILM)
     mt16 = SentenceEncoder.from_pretrained(MINILM, dtype="bfloat16")
+    mtc = SentenceEncoder.from_pretrained(MINILM, compile=True)
+    mtc16 = SentenceEncoder.from_pretrained(MINILM, dtype="bfloat16", compile=True)
     hf_tok = AutoTokenizer.from_pretrained(str(MINILM))
     hf = AutoModel.from_pretrained(str(MINILM), attn_implementation="sdpa").eval()
     onnx = export_onnx(MINILM, ROOT / "weights" / "onnx")
@@ -168,8 +219,8 @@ def main():
              "ONNX Runtime, transformers optimizer (batch 32)": lambda x: ort.encode(x, batch_size=32),
              "OpenVINO, f32 hint (batch 32)": lambda x: ov.encode(x, batch_size=32),
              "minimt, padded batches of 32 (model.py's masked form)": lambda x: padded_encode(mt, x),
-             MT: lambda x: mt.encode(x)}
-    bf16 = {MT16: lambda x: mt16.encode(x)}
+             MT: lambda x: mt.encode(x), MTC: lambda x: mtc.encode(x)}
+    bf16 = {MT16: lambda x: mt16.encode(x), MTC16: lambda x: mtc16.encode(x)}
     old = json.loads(RESULTS.read_text()).get("encode", {}) if RESULTS.exists() else {}
     rows = [r for r in old.get("rows", []) if r["workload"] not in ONLY]
     gate = old.get("bf16_gate")
@@ -193,20 +244,24 @@ def main():
         print(f"{'fp32 matmul ceiling':<50} {matmul_flops(tokens) / gf['float32'] / 1e9:9.3f} "
               f"{'':9} {base / (matmul_flops(tokens) / gf['float32'] / 1e9):8.2f}x")
         if wl == "W1":  # the bf16 quality gate, on the full split: Spearman and the worst cosine vs fp32
-            e16, e32 = outputs[MT16], outputs[MT]
-            n = len(s1)
-            gate = {"spearman_bf16": 100 * spearman((e16[:n] * e16[n:]).sum(1), gold),
-                    "spearman_fp32": 100 * spearman((e32[:n] * e32[n:]).sum(1), gold),
-                    "min_cos_bf16_vs_fp32": float((e16 * e32).sum(1).min())}
-            print(f"bf16 gate: Spearman {gate['spearman_bf16']:.2f} (fp32 {gate['spearman_fp32']:.2f}), "
-                  f"min cosine vs fp32 {gate['min_cos_bf16_vs_fp32']:.5f}")
+            n, e32 = len(s1), outputs[MT]
+            gate = {"spearman_fp32": 100 * spearman((e32[:n] * e32[n:]).sum(1), gold)}
+            for key, name in (("bf16", MT16), ("bf16_compiled", MTC16)):
+                e16 = outputs[name]
+                gate[f"spearman_{key}"] = 100 * spearman((e16[:n] * e16[n:]).sum(1), gold)
+                gate[f"min_cos_{key}_vs_fp32"] = float((e16 * e32).sum(1).min())
+                print(f"bf16 gate, {name}: Spearman {gate[f'spearman_{key}']:.2f} (fp32 "
+                      f"{gate['spearman_fp32']:.2f}), min cosine vs fp32 {gate[f'min_cos_{key}_vs_fp32']:.5f}")
 
     if "W3" in ONLY:
-        rows += w3(st, hf, hf_tok, ort, ov, mt, mt16, w1)
+        rows += w3(st, hf, hf_tok, ort, ov, mt, mt16, mtc, mtc16, w1)
+    cost = {dtype: compile_cost(dtype) for dtype in ("float32", "bfloat16")}
+    print("compile cost (first calls over eager, fresh process): " + "; ".join(
+        f"{d} cold {c['cold_s']:.1f} s, warm {c['warm_s']:.1f} s" for d, c in cost.items()))
     if "W1" not in ONLY and "W2" not in ONLY:  # the ceiling the kept rows' shares were computed with
         gf = old["matmul_gflops"]
     result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "repeats": REPEATS,
-              "matmul_gflops": gf, "bf16_gate": gate, "rows": rows,
+              "matmul_gflops": gf, "bf16_gate": gate, "compile_cost": cost, "rows": rows,
               "versions": {"torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__,
                            "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__,
                            "openvino": openvino.__version__}}
