@@ -127,27 +127,21 @@ def test_training_dropout_is_live_and_order_kept(tiny_encoder):
         assert_close(model(ids[::-1]), model(ids).flip(0), 1e-6, "forward keeps the caller's order")
 
 
-def test_compiled_training_equals_eager(tiny_encoder):
-    """MultiTaskModel.compile: loss and every gradient (one layer frozen, dropout off) == the eager packed path's
-    within 1e-6, and in training mode the compiled forward applies dropout."""
+def test_compiled_training_step(tiny_encoder):
+    """MultiTaskModel.compile in training mode (one layer frozen): the compiled forward applies dropout, and the
+    compiled backward fills every trainable gradient and none of the frozen layer's. (Its gradients' values: the
+    tiny BERT golden, compiled, in test_golden.py.)"""
     tasks = {"topic": ["a", "b", "c"]}
     labels = torch.tensor([i % 3 for i in range(len(TEXTS))])
     ids = tiny_encoder.tokenizer.encode(TEXTS)
-    model = MultiTaskModel(tiny_encoder, tasks, dropout=0.0)
+    model = MultiTaskModel(tiny_encoder, tasks).compile()
     model.bert.layers[0].requires_grad_(False)
-    grads = {}
-    for path in ("eager", "compiled"):
-        if path == "compiled":
-            model.compile()
-        model.eval()
-        model.zero_grad()
-        F.cross_entropy(model.classify(model(ids))["topic"], labels).backward()
-        grads[path] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    assert model.compiled.fn is not None, "the compiled path fell back to eager"
-    assert grads["eager"].keys() == grads["compiled"].keys() and len(grads["eager"]) > 10
-    worst = max(assert_close(grads["compiled"][n], grads["eager"][n], 1e-6, f"gradient of {n}, compiled vs eager")
-                for n in grads["eager"])
-    print(f"{len(grads['eager'])} gradients, compiled vs eager, maxdiff {worst:.2e}")
     model.train()
     a, b = model(ids), model(ids)
+    assert model.compiled.fn is not None, "the compiled path fell back to eager"
     assert (a - b).abs().max() > 1e-4, "two compiled training-mode passes gave the same output: no dropout"
+    F.cross_entropy(model.classify(a)["topic"], labels).backward()
+    for n, p in model.named_parameters():
+        frozen = n.startswith("bert.layers.0.")
+        assert (p.grad is None) == frozen, f"{n}: gradient {'present' if p.grad is not None else 'missing'}"
+        assert frozen or (torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0), f"{n}: gradient zero or not finite"
