@@ -80,7 +80,7 @@ interop: $(DEV)/.installed weights data runs/train/best/checkpoint.json  ## expo
 	$(DEVPY) tests/interop.py
 
 bench: $(DEV)/.installed weights data  ## minimt vs its peers, side by side: encode, latency, training, memory (.venv-dev only)
-	cd tests/bench && ../../$(DEVPY) bench_encode.py && ../../$(DEVPY) bench_techniques.py && ../../$(DEVPY) bench_train.py && ../../$(DEVPY) bench_memory.py
+	cd tests/bench && ../../$(DEVPY) bench_encode.py && ../../$(DEVPY) bench_techniques.py && ../../$(DEVPY) bench_train.py && ../../$(DEVPY) bench_profile.py && ../../$(DEVPY) bench_memory.py
 
 package: setup  ## build the wheel, pip install it into a fresh venv (CPU torch pin first), run `minimt similarity`
 	@set -e; d=$$(mktemp -d); \

@@ -166,6 +166,21 @@ def report_tables(res):
         lines.append("")
     if "train" in res:
         lines += res["train"]["table"] + [""]
+    if "profile" in res:
+        p = res["profile"]
+        ceiling = res.get("encode", {}).get("matmul_gflops", {})
+        host = "" if p["cpu"] == res.get("encode", {}).get("cpu") else f", on {p['cpu']}"
+        lines += [f"**Where the time goes** (bench_profile.py: torch.profiler, each op's own time in groups; host = "
+                  f"the rest of the wall time: Python, tokenizing, dispatch{host})",
+                  "", "| workload | dtype | path | wall s | GEMM | attention | element-wise | compiled kernels | host "
+                  "| GEMMs at GFLOP/s (share of ceiling) |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in p["rows"]:
+            g, t = r["groups"], r["total_s"]
+            gf = "—" if not r["gemm_gflops"] else f"{r['gemm_gflops']:.0f}" + (
+                f" ({r['gemm_gflops'] / ceiling[r['dtype']]:.0%})" if r["dtype"] in ceiling else "")
+            lines.append(f"| {r['workload']} | {r['dtype']} | {r['path']} | {t:.3f} | " + " | ".join(
+                f"{g[k] / t:.0%}" for k in ("GEMM", "attention", "element-wise", "compiled", "host")) + f" | {gf} |")
+        lines.append("")
     if "memory" in res:
         m = res["memory"]
         host = f", on {m['cpu']}" if m.get("cpu") and m["cpu"] != res.get("encode", {}).get("cpu") else ""
