@@ -58,7 +58,7 @@ loop: setup weights data  ## the training loop on one page of plain PyTorch: two
 train: setup weights data  ## train domain + sentiment on real reviews (-> runs/train/best/), label new ones
 	$(PY) examples/04_train.py
 
-study: setup weights data  ## the study: every freezing mode and tasks on the embedding, on real data (~2 hours; table and figure -> docs/study.md)
+study: setup weights data  ## the study: every freezing mode and tasks on the embedding, on real data (2-4 hours; table and figure -> docs/study.md)
 	$(PY) examples/05_study.py
 
 runs/train/best/checkpoint.json:
