@@ -150,7 +150,8 @@ class SentenceEncoder:
 
         out = torch.empty(len(texts), self.dim, dtype=torch.float32)
         bar = tqdm(total=len(texts), desc="encode", unit="text", disable=not show_progress_bar)
-        with eval_mode(self.model), bar, onednn_for(self.model):  # a model shared with training is put back
+        compiled = self.compiled is not None and self.compiled.fn is not None
+        with eval_mode(self.model), bar, onednn_for(self.model, compiled):  # a model shared with training is put back
             # texts are tokenized and sorted a chunk at a time: memory beyond `out` stays flat for any corpus size
             for c0 in range(0, len(texts), CHUNK):
                 ids = self.tokenizer.encode(texts[c0:c0 + CHUNK])
@@ -200,14 +201,16 @@ class Compiled:
 
 
 @contextlib.contextmanager
-def onednn_for(model):
-    """Float32 on the CPU: oneDNN off while encoding. There it would run only the GELU, no faster than PyTorch's own
-    kernel, and it keeps a compiled kernel for each new batch shape: small long-lived blocks between the freed
-    activations, which fragment the heap until a 50k-text encode holds 3x the model's memory (1.4x without:
-    docs/performance.md). bfloat16 keeps it: its matmuls run in oneDNN."""
+def onednn_for(model, compiled):
+    """Float32 on the CPU, eager: oneDNN off while encoding. There it would run only the GELU, no faster than
+    PyTorch's own kernel, and it keeps a compiled kernel for each new batch shape: small long-lived blocks between
+    the freed activations, which fragment the heap until a 50k-text encode holds 3x the model's memory (1.4x
+    without: docs/performance.md). bfloat16 keeps it: its matmuls run in oneDNN. So does the compiled path: inductor
+    picks its kernels when it compiles, and registers its weight-packing pass only if oneDNN is on the first time
+    it compiles in a process."""
     w = model.embeddings.word.weight
     was = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = was and not (w.device.type == "cpu" and w.dtype == torch.float32)
+    torch.backends.mkldnn.enabled = was and (compiled or not (w.device.type == "cpu" and w.dtype == torch.float32))
     try:
         yield
     finally:

@@ -139,6 +139,17 @@ def test_encode_runs_without_onednn_only_in_float32(minilm_dir, monkeypatch, dty
     assert seen == [onednn] and torch.backends.mkldnn.enabled
 
 
+def test_compiled_encode_keeps_onednn(compiled_minilm, monkeypatch):
+    """The compiled path keeps oneDNN on in float32: inductor registers its weight-packing pass only if oneDNN is on
+    when it first compiles, so an encode must not switch it off around a compile."""
+    seen = []
+    embed = compiled_minilm.embed_batch
+    monkeypatch.setattr(compiled_minilm, "embed_batch", lambda ids: seen.append(torch.backends.mkldnn.enabled)
+                        or embed(ids))
+    compiled_minilm.encode(["one text", "and another one"])
+    assert seen == [True] and torch.backends.mkldnn.enabled
+
+
 def test_a_compile_that_fails_says_so_once_and_encodes_eagerly(minilm, minilm_dir, capsys):
     """No C++ compiler, an unsupported platform: one line on stderr, then the eager path, same numbers."""
     enc = SentenceEncoder.from_pretrained(minilm_dir, compile=True)
