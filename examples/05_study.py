@@ -15,14 +15,15 @@ The seeded rows repeat one comparison over three seeds. Results go to runs/study
 tables and the figure, examples/study.png (accuracy per task and STSb after, against trainable parameters).
 """
 import json
-import platform
 import sys
+from collections import Counter
 import time
 from pathlib import Path
 
 import torch
 
 from minimt import SentenceEncoder, cos_sim
+from minimt.devices import cpu_name
 from minimt.io import files
 from minimt.freeze import freeze, unfreeze
 from minimt.tools.plot import plot_study
@@ -220,13 +221,6 @@ def seeded(name):
             "command": f"python examples/05_study.py {name}"}
 
 
-def cpu_name():
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def main(names):
     OUT.mkdir(parents=True, exist_ok=True)
     results_path = OUT / "results.json"
@@ -259,11 +253,8 @@ def hosts(results):
     """'2 threads of AMD EPYC', and a mark for each row measured on another CPU than most rows (its wall time is
     that CPU's): (header words, {row name: mark})."""
     ran = {name: f"{r['threads']} threads of {r['cpu']}" for name, r in results.items()}
-    counts = {}
-    for h in ran.values():
-        counts[h] = counts.get(h, 0) + 1
-    main_host = max(counts, key=counts.get)
-    others = [h for h in counts if h != main_host]
+    main_host = Counter(ran.values()).most_common(1)[0][0]
+    others = list(dict.fromkeys(h for h in ran.values() if h != main_host))
     marks = {name: " " + "*" * (1 + others.index(h)) for name, h in ran.items() if h != main_host}
     words = main_host + "".join(f"; rows marked {'*' * (1 + i)} on {h}" for i, h in enumerate(others))
     return words, marks
@@ -271,6 +262,10 @@ def hosts(results):
 
 def write_readme(results):
     where, mark = hosts(results)
+
+    def wall(name):  # seconds, marked if the row ran on another CPU
+        return f"{results[name]['wall_s']:.0f}{mark.get(name, '')}"
+
     lines = [f"Measured with `make study` on {where}; test split (1,000 reviews) of "
              f"multi_domain_sentiment, {STEPS} steps of 32 reviews cut at 128 tokens unless the row says otherwise.",
              "", "| mode | domain acc | domain F1 | sentiment acc | sentiment F1 | trainable params | wall s | "
@@ -288,7 +283,7 @@ def write_readme(results):
         if "domain_before" in r:
             extra = f" (domain acc before phase 2: {r['domain_before']['accuracy']:.3f})"
         lines.append(f"| {r['what']}{extra} | {fmt(d.get('accuracy'))} | {fmt(d.get('macro_f1'))} | "
-                     f"{fmt(s.get('accuracy'))} | {fmt(s.get('macro_f1'))} | {trainable} | {r['wall_s']:.0f}{mark.get(name, '')} | "
+                     f"{fmt(s.get('accuracy'))} | {fmt(s.get('macro_f1'))} | {trainable} | {wall(name)} | "
                      f"{rate} | {r['sts_spearman']:.2f} | `{r['command']}` |")
     if "heads_cached" in results and "heads_uncached" in results:
         fast, slow = results["heads_cached"]["samples_per_s"], results["heads_uncached"]["samples_per_s"]
@@ -304,7 +299,7 @@ def write_readme(results):
             d, s, ag = (r["test"].get(t, {}) for t in ("domain", "sentiment", "ag_retrieval"))
             retrieval = f"{ag['recall_at_1']:.3f} / {ag['mrr']:.3f}" if ag else "—"
             lines.append(f"| {r['what']} | {fmt(d.get('accuracy'))} | {fmt(s.get('accuracy'))} | "
-                         f"{r['sts_spearman']:.2f} | {retrieval} | {r['trainable']:,} | {r['wall_s']:.0f}{mark.get(name, '')} | "
+                         f"{r['sts_spearman']:.2f} | {retrieval} | {r['trainable']:,} | {wall(name)} | "
                          f"`{r['command']}` |")
     seeded_rows = [name for name in SEEDED if name in results]
     if seeded_rows:
@@ -318,14 +313,14 @@ def write_readme(results):
                                  for t in ("sentiment", "domain"))
             sts = " / ".join(f"{p['sts_spearman']:.2f}" for p in per)
             lines.append(f"| {r['what']} | {sentiment} | {fmt(r['test']['sentiment']['accuracy'])} | {domain} | "
-                         f"{sts} | {r['sts_spearman']:.2f} | {r['wall_s']:.0f}{mark.get(name, '')} | `{r['command']}` |")
+                         f"{sts} | {r['sts_spearman']:.2f} | {wall(name)} | `{r['command']}` |")
     lines += ["", "| other set-ups | task: test acc / macro-F1 | wall s | STSb Spearman after | command |",
               "|---|---|---|---|---|"]
     for name in OTHER:
         if name in results:
             r = results[name]
             tasks = "; ".join(f"{t}: {m['accuracy']:.3f} / {m['macro_f1']:.3f}" for t, m in r["test"].items())
-            lines.append(f"| {r['what']} | {tasks} | {r['wall_s']:.0f}{mark.get(name, '')} | {r['sts_spearman']:.2f} | "
+            lines.append(f"| {r['what']} | {tasks} | {wall(name)} | {r['sts_spearman']:.2f} | "
                          f"`{r['command']}` |")
     discussed = ("heads_cached", "top2", "full", "gradual", "continual", "joint_stsb_w005")  # README, docs/study.md
     plot_study({name: results[name] for name in ROWS | EMBEDDING if name in results}, FIGURE, highlight=discussed)

@@ -7,7 +7,9 @@
             or "auto" (bfloat16 where it pays on this machine, float32 elsewhere)
 """
 import functools
+import platform
 import time
+from pathlib import Path
 
 import torch
 
@@ -77,3 +79,12 @@ def bf16_speedup(tokens=512, H=384, I=1536, reps=5):
             times.append(time.perf_counter() - t0)
         return min(times[1:])
     return best(torch.float32) / best(torch.bfloat16)
+
+
+def cpu_name():
+    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) ..."): what the bench and the study record beside a time."""
+    info = Path("/proc/cpuinfo")
+    for line in info.read_text().splitlines() if info.exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"

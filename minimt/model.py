@@ -120,8 +120,8 @@ class SelfAttention(nn.Module):
 
     def attend(self, q, k, v, mask):
         """q, k, v: (B, nh, T, hd); mask: (B, 1, 1, T) additive, or None when every token is real."""
-        p = self.p_drop if self.training else 0.0
-        if self.use_sdpa:
+        if self.use_sdpa:  # SDPA has no training flag: its dropout_p must be 0 outside training
+            p = self.p_drop if self.training else 0.0
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hd)
         # 3) scores: how much each query token attends to each key token, scaled so softmax stays soft
         att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, nh, T, T)

@@ -167,7 +167,7 @@ def kernel_counts(cache):
     """The kernels one forward of the compiled graph calls, from inductor's generated code (each graph's module has
     a call() that runs them in order): {"fused": generated C++ kernels, "names": their distinct names, "library":
     {op: calls} for what it leaves to libraries (GEMMs, attention)}, for the graph of batches of 2 or more."""
-    graphs = [f.read_text() for f in cache.rglob("*.py") if "def call(" in f.read_text()]
+    graphs = [src for src in (f.read_text() for f in cache.rglob("*.py")) if "def call(" in src]
     src = max(graphs, key=lambda g: len(re.findall(r"\bs\d+\b", g)))  # the dynamic graph names its sizes s0, s1, ...
     call = src[src.index("def call("):]
     library = {}

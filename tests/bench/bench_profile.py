@@ -16,22 +16,21 @@ Groups, by the profiler's op names (self time: time inside the op, not in the op
 GEMM GFLOP/s is the profiler's count of GEMM FLOPs over the GEMM time; set it beside the matmul ceiling of
 bench_encode.py. Writes the "profile" part of tests/bench/results.json.
 """
-import json
 import sys
 import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from bench_train import CFG, minimt_model, minimt_step
-from common import MINILM, ROOT, cpu_name, save_results, write_readme
+from bench_train import CFG, minimt_model, minimt_step, t1_batches, t1_data
+from common import MINILM, cpu_name, save_results, write_readme
 from minimt import SentenceEncoder
-from minimt.data import Source, label_maps, load_splits, plan_epoch
 from minimt.evaluate import read_sts
 from minimt.train import build_optimizer
 
 GEMM = ("addmm", "aten::mm", "bmm", "linear", "_mkl_linear", "_linear_pointwise", "matmul")
 ATTENTION = ("scaled_dot_product", "flash_attention", "efficient_attention", "attention_math")
+QUICK = "--quick" in sys.argv  # a small run that writes nothing: does the script work
 COMPILED = ("Torch-Compiled Region", "CompiledFunction", "CompiledFxGraph", "cpp_fused", "inductor")
 
 
@@ -66,17 +65,11 @@ def profiled(run):
 
 
 def t1_steps():
-    sources = [Source(**s) for s in json.loads((ROOT / "examples" / "train_multidomain.json").read_text())["sources"]]
-    train = load_splits(sources)["train"]
-    maps = label_maps(train, list(dict.fromkeys(t for s in sources for t in s.labels)))
-    plan = plan_epoch(train, list(maps), CFG.batch_size, "joint", CFG.seed, 0)[:3]
-    batches = [[train[i] for i in idx] for _, idx in plan]
+    train, maps = t1_data()
+    batches = t1_batches(train, maps, 3)
     model = minimt_model(maps)
     opt = build_optimizer(model, CFG)
     return lambda: [minimt_step(model, opt, b, maps, CFG) for b in batches]
-
-
-QUICK = "--quick" in sys.argv  # a small run that writes nothing: does the script work
 
 
 def main():

@@ -15,7 +15,6 @@ Workloads: W3, one sentence per call (200 STSb test sentences, medians of single
 test sentences in one encode call; float32 and bfloat16. T1: three training steps of bench_train.py's T1 (batch
 32, fp32). Writes the "techniques" part of results.json.
 """
-import json
 import statistics
 import sys
 import time
@@ -25,10 +24,9 @@ import torch
 import torch.nn as nn
 
 from bench_encode import padded_encode
-from bench_train import CFG, minimt_model, minimt_step
-from common import MINILM, ROOT, cpu_name, save_results, write_readme
+from bench_train import CFG, minimt_model, minimt_step, t1_batches, t1_data
+from common import MINILM, cpu_name, save_results, write_readme
 from minimt import SentenceEncoder
-from minimt.data import Source, label_maps, load_splits, plan_epoch
 from minimt.model import SelfAttention
 from minimt.evaluate import read_sts
 from minimt.train import build_optimizer
@@ -73,11 +71,8 @@ def split_per_run(on):
 
 def t1_run():
     """A function that times three T1 training steps (bench_train.py's model, optimizer and batches)."""
-    sources = [Source(**s) for s in json.loads((ROOT / "examples" / "train_multidomain.json").read_text())["sources"]]
-    train = load_splits(sources)["train"]
-    maps = label_maps(train, list(dict.fromkeys(t for s in sources for t in s.labels)))
-    plan = plan_epoch(train, list(maps), CFG.batch_size, "joint", CFG.seed, 0)[:4]
-    batches = [[train[i] for i in idx] for _, idx in plan]
+    train, maps = t1_data()
+    batches = t1_batches(train, maps, 4)
     model = minimt_model(maps)
     opt = build_optimizer(model, CFG)
     minimt_step(model, opt, batches[0], maps, CFG)  # warm-up

@@ -5,6 +5,7 @@ import platform
 from datetime import date
 from pathlib import Path
 
+from minimt.devices import cpu_name  # noqa: F401 (the bench scripts import it from here)
 from minimt.io.download import fetch
 from minimt.tokenizer import MAX_TOKENS
 
@@ -21,13 +22,6 @@ MTC = "minimt, compiled"                       # W1 and W2: SentenceEncoder.from
 MTC16 = "minimt, compiled, bfloat16"           # W1
 MT1C = "minimt encode, compiled"               # W3
 MT1C_16 = "minimt encode, compiled, bfloat16"  # W3
-
-
-def cpu_name():
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def save_results(part, result):
@@ -146,8 +140,7 @@ def report_tables(res):
                   + ".", ""]
         for d, c in e["compile_cost"].items():
             k = c["kernels"]
-            lib = ", ".join(f"{n} × {op.split('.')[-2] if op.endswith('.default') else op.split('.')[-1]}"
-                            for op, n in k["library"].items())
+            lib = ", ".join(f"{n} × {op.removesuffix('.default').split('.')[-1]}" for op, n in k["library"].items())
             lines += [f"**What the compiler made of one {d} forward** (inductor's generated code, the graph for batches "
                       f"of 2 or more; {k['graphs']} graphs in all): {k['fused']} calls of {len(k['names'])} "
                       f"generated kernels, and {lib}. The generated kernels: "
