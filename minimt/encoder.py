@@ -182,8 +182,8 @@ class Compiled:
     says so in one line and the eager packed path runs from then on (fn is None)."""
 
     def __init__(self, bert, tokenizer, freezing):
-        self.bert, self.tokenizer = bert, tokenizer
-        self.fn = torch.compile(functools.partial(embed_padded, bert), dynamic=True, options={"freezing": freezing})
+        self.bert, self.tokenizer, self.freezing = bert, tokenizer, freezing
+        self.fn = torch.compile(functools.partial(embed_padded, bert), dynamic=True)
 
     def __call__(self, ids):
         """Token-id lists -> pooled (b, H), in the same order."""
@@ -191,8 +191,10 @@ class Compiled:
             return embed_sorted(self.bert, ids)
         batch = self.tokenizer.pad(ids)
         device = self.bert.embeddings.word.weight.device
-        try:
-            return self.fn(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        try:  # freezing is set around the call, not in torch.compile's options: dynamo reads it when it traces (a
+            # first call, or a new batch shape), and with the option alone it lifts the weights as graph inputs
+            with torch._inductor.config.patch(freezing=self.freezing):
+                return self.fn(batch["input_ids"].to(device), batch["attention_mask"].to(device))
         except Exception as e:  # what inductor raises when it cannot build its kernels: BackendCompilerFailed, ...
             print(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                   f"encoding without it", file=sys.stderr)

@@ -150,6 +150,16 @@ def test_compiled_encode_keeps_onednn(compiled_minilm, monkeypatch):
     assert seen == [True] and torch.backends.mkldnn.enabled
 
 
+def test_compiled_encode_freezes_the_weights(tiny_encoder):
+    """compile() folds the weights into the graph as constants (what lets inductor prepack them); with freezing
+    left in torch.compile's options only, dynamo lifts them as graph inputs and nothing is frozen."""
+    from torch._inductor.utils import run_and_get_code
+    tiny_encoder.compile()
+    got, code = run_and_get_code(tiny_encoder.encode, ["a text", "two texts"])
+    assert "_frozen_param" in "\n".join(code), "the compiled graph takes the weights as inputs: not frozen"
+    assert tiny_encoder.compiled.fn is not None and got.shape == (2, tiny_encoder.model.config.hidden_size)
+
+
 def test_a_compile_that_fails_says_so_once_and_encodes_eagerly(minilm, minilm_dir, capsys):
     """No C++ compiler, an unsupported platform: one line on stderr, then the eager path, same numbers."""
     enc = SentenceEncoder.from_pretrained(minilm_dir, compile=True)
