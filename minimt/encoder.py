@@ -71,7 +71,7 @@ class SentenceEncoder:
         the pooling, into fused kernels for this CPU or GPU, the weights frozen into the graph as they are now (so
         train a model of its own, not this one). The first call compiles (tens of seconds); shapes are dynamic, so
         new batch sizes and lengths do not compile again. It pays where the same process encodes many small
-        batches (one sentence per call); packed eager batches are as fast for a large corpus (docs/performance.md).
+        batches (one sentence per call: about half the time); a large corpus gains about a tenth (docs/performance.md).
         If compiling fails (no C++ compiler, say), encode says so in one line and runs eagerly."""
         self.compiled = Compiled(self.model, self.tokenizer, freezing=True)
         return self

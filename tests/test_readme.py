@@ -24,7 +24,8 @@ CORE = ["config", "model", "tokenizer", "pooling", "weights", "encoder", "multit
         "train"]
 # the generated blocks: which script writes which markers into which page
 GENERATED = [("examples/05_study.py", "docs/study.md", ["study"]),
-             ("tests/bench/common.py", "docs/performance.md", ["bench-summary", "bench"])]
+             ("tests/bench/common.py", "docs/performance.md", ["bench-summary", "bench"]),
+             ("tests/bench/common.py", "tests/bench/README.md", ["bench-targets"])]
 DATE = re.compile(r"\b20\d\d-\d\d-\d\d\b")
 HISTORY = ("an earlier run", "the run before", "earlier versions", "were added after")
 

@@ -171,7 +171,8 @@ def kernel_counts(cache):
     src = max(graphs, key=lambda g: len(re.findall(r"\bs\d+\b", g)))  # the dynamic graph names its sizes s0, s1, ...
     call = src[src.index("def call("):]
     library = {}
-    for op in re.findall(r"(extern_kernels\.\w+|torch\.ops\.\w+\.\w+(?:\.default)?)\(", call):
+    for op in re.findall(r"(extern_kernels\.\w+|torch\.ops\.\w+\.\w+(?:\.\w+)?)\(", call):
+        op = re.sub(r"^(extern_kernels|torch\.ops\.\w+)\.", "", op).removesuffix(".default")  # binary: + an add
         library[op] = library.get(op, 0) + 1
     return {"graphs": len(graphs), "fused": len(re.findall(r"\bcpp_fused_\w+\(", call)),
             "names": sorted(set(re.findall(r"^(cpp_fused_\w+?)(?:_\d+)? = ", src, re.M))), "library": library}

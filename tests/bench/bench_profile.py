@@ -44,6 +44,13 @@ def group(name):
     return "element-wise" if name.startswith("aten::") or name.startswith("mkldnn::") else "host"
 
 
+def linear_flops(ev):
+    """oneDNN's linear, what inductor calls on a frozen weight, for which the profiler counts no FLOPs: 2·M·K·N from
+    its input (M, K) and its weight (N, K), the last 2-D argument (a fused add's operand comes before it)."""
+    (m, k), (n, _) = ev.input_shapes[0], [shape for shape in ev.input_shapes[1:] if len(shape) == 2][-1]
+    return 2 * m * k * n
+
+
 def profiled(run):
     """{"total_s", "groups": {group: s}, "top_ops", "gemm_gflops"}: one call of run() under the profiler."""
     run()  # warm-up (and the compile)
@@ -58,6 +65,7 @@ def profiled(run):
             groups[g] += ev.self_cpu_time_total / 1e6
         if g == "GEMM":
             gemm_flops += ev.flops or 0
+    gemm_flops += sum(linear_flops(ev) for ev in prof.events() if ev.name == "mkldnn::_linear_pointwise")
     groups["host"] = max(total - sum(groups.values()), 0.0)
     top = sorted(prof.key_averages(), key=lambda ev: -ev.self_cpu_time_total)[:12]  # to check the grouping by
     return {"total_s": total, "groups": groups, "top_ops": [[ev.key, ev.self_cpu_time_total / 1e6] for ev in top],

@@ -111,7 +111,7 @@ def targets(res):
 
 
 def report_tables(res):
-    """Every table of tests/bench/README.md, as markdown lines."""
+    """Every table of docs/performance.md's bench block, as markdown lines."""
     lines = []
     if "encode" in res:
         e = res["encode"]
@@ -140,7 +140,7 @@ def report_tables(res):
                   + ".", ""]
         for d, c in e["compile_cost"].items():
             k = c["kernels"]
-            lib = ", ".join(f"{n} × {op.removesuffix('.default').split('.')[-1]}" for op, n in k["library"].items())
+            lib = ", ".join(f"{n} × `{op}`" for op, n in k["library"].items())
             lines += [f"**What the compiler made of one {d} forward** (inductor's generated code, the graph for batches "
                       f"of 2 or more; {k['graphs']} graphs in all): {k['fused']} calls of {len(k['names'])} "
                       f"generated kernels, and {lib}. The generated kernels: "
@@ -159,32 +159,42 @@ def report_tables(res):
         lines.append("")
     if "train" in res:
         lines += res["train"]["table"] + [""]
-    if "profile" in res:
-        p = res["profile"]
-        ceiling = res.get("encode", {}).get("matmul_gflops", {})
-        host = "" if p["cpu"] == res.get("encode", {}).get("cpu") else f", on {p['cpu']}"
-        lines += [f"**Where the time goes** (bench_profile.py: torch.profiler, each op's own time in groups; host = "
-                  f"the rest of the wall time: Python, tokenizing, dispatch{host})",
-                  "", "| workload | dtype | path | wall s | GEMM | attention | element-wise | compiled kernels | host "
-                  "| GEMMs at GFLOP/s (share of ceiling) |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in p["rows"]:
-            g, t = r["groups"], r["total_s"]
-            gf = "—" if not r["gemm_gflops"] else f"{r['gemm_gflops']:.0f}" + (
-                f" ({r['gemm_gflops'] / ceiling[r['dtype']]:.0%})" if r["dtype"] in ceiling else "")
-            lines.append(f"| {r['workload']} | {r['dtype']} | {r['path']} | {t:.3f} | " + " | ".join(
-                f"{g[k] / t:.0%}" for k in ("GEMM", "attention", "element-wise", "compiled", "host")) + f" | {gf} |")
-        lines.append("")
+    lines += profile_table(res)
     if "memory" in res:
         m = res["memory"]
         host = f", on {m['cpu']}" if m.get("cpu") and m["cpu"] != res.get("encode", {}).get("cpu") else ""
         lines += [f"**Memory** (`embed_file`, what `embed --input` runs{host}): resident "
                   f"{m['small_mb']:.0f} MB after {m['small_n']:,} lines, {m['large_mb']:.0f} MB after "
                   f"{m['large_n']:,} lines; peak {m['peak_mb']:.0f} MB (inside a chunk).", ""]
-    lines += ["**Targets** (from the performance issue; this run's numbers)", "",
-              "| workload | target | measured | met |", "|---|---|---|---|"]
+    return lines + targets_table(res)
+
+
+def targets_table(res):
+    """The targets against this run, as markdown lines."""
     verdict = {True: "yes", False: "**no**", None: "does not apply here"}
-    lines += [f"| {w} | {t} | {m} | {verdict[ok]} |" for w, t, m, ok in targets(res)]
-    return lines
+    return (["**Targets** (from the performance issues; this run's numbers)", "",
+             "| workload | target | measured | met |", "|---|---|---|---|"]
+            + [f"| {w} | {t} | {m} | {verdict[ok]} |" for w, t, m, ok in targets(res)])
+
+
+def profile_table(res):
+    """bench_profile.py's groups per workload, as markdown lines (none before it has run)."""
+    if "profile" not in res:
+        return []
+    p = res["profile"]
+    ceiling = res.get("encode", {}).get("matmul_gflops", {})
+    host = "" if p["cpu"] == res.get("encode", {}).get("cpu") else f", on {p['cpu']}"
+    lines = [f"**Where the time goes** (bench_profile.py: torch.profiler, each op's own time in groups; host = "
+              f"the rest of the wall time: Python, tokenizing, dispatch{host})",
+              "", "| workload | dtype | path | wall s | GEMM | attention | element-wise | compiled kernels | host "
+              "| GEMMs at GFLOP/s (share of ceiling) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in p["rows"]:
+        g, t = r["groups"], r["total_s"]
+        gf = "—" if not r["gemm_gflops"] else f"{r['gemm_gflops']:.0f}" + (
+            f" ({r['gemm_gflops'] / ceiling[r['dtype']]:.0%})" if r["dtype"] in ceiling else "")
+        lines.append(f"| {r['workload']} | {r['dtype']} | {r['path']} | {t:.3f} | " + " | ".join(
+            f"{g[k] / t:.0%}" for k in ("GEMM", "attention", "element-wise", "compiled", "host")) + f" | {gf} |")
+    return lines + [""]
 
 
 def summary_table(res):
@@ -203,6 +213,7 @@ def summary_table(res):
 
     t1 = {r["contender"]: r for r in t["rows"] if r["workload"] == "T1" and r.get("precision") == "fp32"}
     missed = [f"{w}: {target}" for w, target, _, ok in targets(res) if ok is False]
+    compiled_t1 = f"{t1[MTC]['ratio_vs_hf']:.2f}x" if MTC in t1 else "—"  # (bench_train.py not rerun since)
     return [f"`make bench` on {e['cpu']}, {e['threads']} threads, fp32; minimt eager (its default) and compiled "
             f"(`compile=True`):", "",
             "| workload | minimt | compiled | compared with | fastest other tool |", "|---|---|---|---|---|",
@@ -213,7 +224,7 @@ def summary_table(res):
             f"| W3: one sentence per call | {w3['time_vs_st']:.2f}x the time | {c3['time_vs_st']:.2f}x | "
             f"sentence-transformers `encode` | {fastest('W3', 'time_vs_st', min)} |",
             f"| T1: full fine-tuning, batch 32 | {t1['minimt']['ratio_vs_hf']:.2f}x the samples/s | "
-            f"{t1['minimt, compiled']['ratio_vs_hf']:.2f}x | a transformers BertModel loop | — |", "",
+            f"{compiled_t1} | a transformers BertModel loop | — |", "",
             "Targets this run missed: " + ("; ".join(missed) if missed else "none") + "."]
 
 
@@ -229,11 +240,13 @@ def write_between(path, name, lines):
 
 def write_readme():
     """Rewrite the generated tables from results.json into docs/performance.md: the summary (bench-summary markers)
-    and every table (bench markers). The numbers are generated, never typed."""
+    and every table (bench markers); and into this folder's README, the targets and the profile that bounds them
+    (bench-targets markers). The numbers are generated, never typed."""
     res = json.loads(RESULTS.read_text())
     report = ROOT / "docs" / "performance.md"
     write_between(report, "bench", report_tables(res))
     write_between(report, "bench-summary", summary_table(res))
+    write_between(HERE / "README.md", "bench-targets", targets_table(res) + [""] + profile_table(res))
 
 
 if __name__ == "__main__":
