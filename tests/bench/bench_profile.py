@@ -13,8 +13,8 @@ Groups, by the profiler's op names (self time: time inside the op, not in the op
   element-wise  GELU, adds, LayerNorm, dropout, embedding lookups, copies, the optimizer's fused step, ...
   compiled      the generated kernels of a compiled region (inductor's C++ code, seen as the region's own time)
   host          the rest of the wall time: Python, tokenizing, dispatch between ops
-GEMM GFLOP/s is the profiler's count of GEMM FLOPs over the GEMM time; set it beside the matmul ceiling of
-bench_encode.py. Writes the "profile" part of tests/bench/results.json.
+GEMM GFLOP/s is the GEMMs' FLOPs (the profiler's count; for oneDNN's linear, which it does not count, 2·M·K·N
+from the shapes) over the GEMM time; set it beside the matmul ceiling of bench_encode.py. Writes the "profile" part of tests/bench/results.json.
 """
 import sys
 import time

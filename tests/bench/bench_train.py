@@ -33,7 +33,7 @@ import torch.nn.functional as F
 import transformers
 from transformers import AutoModel, AutoTokenizer
 
-from common import MINILM, ROOT, cpu_name, save_results, write_readme
+from common import MINILM, MTC as COMPILED, ROOT, cpu_name, save_results, write_readme  # TrainConfig(compile=True)
 from minimt.data import Source, encode_labels, label_maps, load_splits, plan_epoch
 from minimt.encoder import SentenceEncoder
 from minimt.multitask import EmbeddingCache, MultiTaskModel
@@ -45,7 +45,6 @@ QUICK = "--quick" in sys.argv
 PLAN = {"fp32": (1, 1, 1), "bf16": (0, 1, 1)} if QUICK else {"fp32": (1, 3, 3), "bf16": (0, 1, 1)}
 # T2: subset size, epochs without the cache (~1 min each here), epochs with it (well under a second)
 T2_N, T2_OFF, T2_ON = (128, 1, 1) if QUICK else (2000, 1, 3)
-COMPILED = "minimt, compiled"  # the contender with TrainConfig(compile=True)
 CFG = TrainConfig(lr=2e-5, weight_decay=0.01, clip=1.0, batch_size=32, max_seq_length=128, warmup=0.0,
                   schedule="constant")
 
